@@ -1,0 +1,43 @@
+"""Profiles, fleets and policies: TOML in, frozen validated models out. The only place that knows the file formats."""
+
+from harness.profile.load import (
+    LoadedProfile,
+    check_remote,
+    load_fleet,
+    load_policy,
+    load_profile,
+    profile_json_schema,
+    resolve_secret,
+)
+from harness.profile.models import (
+    Client,
+    Endpoint,
+    Fleet,
+    FleetEndpoint,
+    Latency,
+    Policy,
+    Profile,
+    Route,
+    Rule,
+    Scenario,
+)
+
+__all__ = [
+    "Client",
+    "Endpoint",
+    "Fleet",
+    "FleetEndpoint",
+    "Latency",
+    "LoadedProfile",
+    "Policy",
+    "Profile",
+    "Route",
+    "Rule",
+    "Scenario",
+    "check_remote",
+    "load_fleet",
+    "load_policy",
+    "load_profile",
+    "profile_json_schema",
+    "resolve_secret",
+]

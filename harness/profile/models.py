@@ -1,0 +1,263 @@
+"""Typed, frozen models of the three TOML file kinds: profiles, fleets and policies.
+
+Units are in field names (``duration_s``, ``rate_rps``, ``ttft_base_ms``). Every model
+forbids unknown keys so a typo is an error, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+# The APIs the harness can drive. The request class (stateless/stateful) is derived from the
+# API and its flags by harness.compliance, never taken from a label in the profile.
+Api = Literal["chat.completions"]
+Dialect = Literal["azure_openai"]
+# Hosting clouds: who actually runs the hardware. "other" covers non-hyperscaler capacity.
+Cloud = Literal["azure", "openai", "aws", "gcp", "oracle", "other"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError("use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return value
+
+
+# --------------------------------------------------------------------------- arrivals
+
+
+class ConstantArrival(Strict):
+    """Arrivals exactly ``1 / rate_rps`` seconds apart."""
+
+    process: Literal["constant"]
+    rate_rps: float = Field(gt=0, le=1_000_000, description="arrivals per second")
+
+
+class PoissonArrival(Strict):
+    """Arrivals with exponential gaps of mean ``1 / rate_rps`` (a memoryless open-loop source)."""
+
+    process: Literal["poisson"]
+    rate_rps: float = Field(gt=0, le=1_000_000, description="mean arrivals per second")
+
+
+Arrival = Annotated[ConstantArrival | PoissonArrival, Field(discriminator="process")]
+
+
+# --------------------------------------------------------------------------- profile
+
+
+class Route(Strict):
+    """One place a scenario's requests may be sent, chosen per request by weight."""
+
+    endpoint: str = Field(description="an endpoint name from the fleet file or [target.endpoints]")
+    deployment: str = Field(description="Azure deployment name (the model for other dialects)")
+    weight: float = Field(default=1.0, gt=0)
+
+
+class Scenario(Strict):
+    """A stream of requests of one shape with its own arrival process."""
+
+    name: str
+    api: Api = "chat.completions"
+    stream: bool = True
+    include_usage: bool = Field(default=True, description="send stream_options.include_usage")
+    model: str = Field(default="gpt-4o", description="model name; decides the model family")
+    prompt_tokens: int = Field(default=64, ge=1, le=1_000_000)
+    max_tokens: int = Field(default=32, ge=1, le=1_000_000)
+    tenant: str = "default"
+    sold_through: str = Field(default="direct", description="partner the call was sold through")
+    arrival: Arrival
+    routes: list[Route] = Field(min_length=1)
+
+    _name = field_validator("name")(_check_name)
+
+
+class Endpoint(Strict):
+    """An external endpoint (a gateway or a real cloud); mock endpoints come from the fleet."""
+
+    dialect: Dialect = "azure_openai"
+    base_url: str = Field(description="scheme://host[:port], e.g. https://myres.openai.azure.com")
+    api_key_env: str | None = Field(
+        default=None, description="name of the environment variable holding the API key"
+    )
+    api_version: str = "2024-10-21"
+    cloud: Cloud | None = Field(
+        default=None, description="declared hosting cloud, used when responses carry no fingerprint"
+    )
+    region: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must start with http:// or https:// followed by a host")
+        return value.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            raise ValueError(
+                "must be the *name* of an environment variable (e.g. AZURE_OPENAI_API_KEY), "
+                "never the key itself"
+            )
+        return value
+
+
+class Target(Strict):
+    """What the run talks to: an embedded mock fleet and/or external endpoints, and the policy."""
+
+    fleet: str | None = Field(
+        default=None, description="fleet file to start on loopback, relative to the profile file"
+    )
+    policy: str = Field(
+        default="policies/azure-stateless-exclusive.toml",
+        description="routing policy, relative to the profile file",
+    )
+    allow_remote: bool = Field(default=False, description="permit endpoints outside loopback")
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+
+
+class Client(Strict):
+    """Resource limits of the load generator, all explicit (aiohttp's defaults are not)."""
+
+    connections: int = Field(default=256, ge=1, le=100_000, description="TCPConnector limit")
+    connections_per_host: int = Field(default=0, ge=0, description="0 = no per-host limit")
+    max_in_flight: int = Field(
+        default=4096, ge=1, description="arrivals beyond this many in flight are recorded as dropped"
+    )
+    lag_budget_ms: float = Field(
+        default=1000.0, gt=0, description="an arrival that cannot start this late is dropped"
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    sock_read_timeout_s: float = Field(default=30.0, gt=0, description="max gap between reads")
+    request_timeout_s: float = Field(default=60.0, gt=0, description="whole request, first to last byte")
+
+
+class Validity(Strict):
+    """Bounds beyond which the load generator, not the target, limited the run."""
+
+    max_schedule_lag_p99_ms: float = Field(default=50.0, gt=0)
+
+
+class Profile(Strict):
+    """A load-test profile: what to send, how fast, where, and how to judge it."""
+
+    name: str
+    description: str = ""
+    seed: int = Field(default=0, ge=0)
+    duration_s: float = Field(gt=0, le=7 * 24 * 3600)
+    target: Target
+    client: Client = Field(default_factory=Client)
+    validity: Validity = Field(default_factory=Validity)
+    scenarios: list[Scenario] = Field(min_length=1)
+
+    _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _unique_scenarios(self) -> Profile:
+        names = [s.name for s in self.scenarios]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"scenario names must be unique; repeated: {', '.join(dupes)}")
+        if self.target.fleet is None and not self.target.endpoints:
+            raise ValueError("target needs a fleet file (target.fleet) or at least one target.endpoints entry")
+        return self
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+class Latency(Strict):
+    """The mock's seeded latency model.
+
+    TTFT = ``ttft_base_ms`` + ``prefill_us_per_token`` × prompt tokens, then one token every
+    ``itl_ms``; each delay is scaled by a factor drawn uniformly from [1 - jitter, 1 + jitter].
+    """
+
+    ttft_base_ms: float = Field(default=30.0, ge=0)
+    prefill_us_per_token: float = Field(default=20.0, ge=0)
+    itl_ms: float = Field(default=10.0, ge=0)
+    jitter_frac: float = Field(default=0.1, ge=0, lt=1)
+    output_tokens: int | None = Field(
+        default=None, ge=1, description="tokens per reply; default: the request's max_tokens"
+    )
+
+
+class FleetEndpoint(Strict):
+    """One mock endpoint: a listening port that speaks one dialect as one cloud in one region."""
+
+    name: str
+    cloud: Cloud = Field(description="the hosting cloud this endpoint stands for")
+    dialect: Dialect = "azure_openai"
+    region: str
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    deployments: list[str] = Field(min_length=1)
+    latency: Latency = Field(default_factory=Latency)
+
+    _name = field_validator("name")(_check_name)
+
+
+class Fleet(Strict):
+    """A set of mock endpoints started together (clouds × regions × deployments)."""
+
+    name: str
+    seed: int = Field(default=0, ge=0)
+    endpoints: list[FleetEndpoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Fleet:
+        names = [e.name for e in self.endpoints]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"endpoint names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+# --------------------------------------------------------------------------- policy
+
+RequestClass = Literal["stateless", "stateful"]
+ModelFamily = Literal["openai", "other"]
+
+
+class Match(Strict):
+    """Which requests a rule applies to; an omitted key matches everything."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    request_class: RequestClass | None = Field(default=None, alias="class")
+    model_family: ModelFamily | None = None
+    api: list[str] | None = None
+    tenant: list[str] | None = None
+    sold_through: list[str] | None = None
+
+
+class Rule(Strict):
+    """Where matching requests may be served. ``"*"`` allows any cloud or region."""
+
+    id: str
+    description: str = ""
+    match: Match = Field(default_factory=Match)
+    allow_clouds: list[str] = Field(min_length=1)
+    allow_regions: list[str] = Field(default_factory=lambda: ["*"])
+    affinity: Literal["none", "state-holder"] = "none"
+
+
+class Policy(Strict):
+    """A routing policy: the first rule that matches a request decides it."""
+
+    name: str
+    description: str = ""
+    default: Literal["allow", "deny"] = Field(
+        default="allow", description="verdict for a request no rule matches"
+    )
+    rules: list[Rule] = Field(min_length=1)

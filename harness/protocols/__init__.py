@@ -1,0 +1,1 @@
+"""Sans-IO wire formats: build requests, parse responses and streams, fingerprint clouds. No sockets, no clocks."""
