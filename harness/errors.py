@@ -49,6 +49,9 @@ class HarnessError(Exception):
         self.message = message
         self.hint = hint
 
+    def __str__(self) -> str:
+        return self.one_line()
+
     def one_line(self) -> str:
         """The message and the fix, on one line, as the CLI prints it."""
         return f"{self.message} — {self.hint}" if self.hint else self.message

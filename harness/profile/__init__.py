@@ -1,4 +1,4 @@
-"""Profiles, fleets and policies: TOML in, frozen validated models out. The only place that knows the file formats."""
+"""Profiles, fleets and policies: TOML in, validated models out; the one place that knows the formats."""
 
 from harness.profile.load import (
     LoadedProfile,

@@ -93,52 +93,84 @@ class LoadedProfile:
     policy_path: Path
 
 
-def load_profile(path: str | Path) -> LoadedProfile:
-    """Load a profile, its fleet and its policy, and check the references between them.
+def _sub_file(base: Path, target: Any, key: str, default: str | None) -> Path | None:
+    value = target.get(key, default) if isinstance(target, dict) else default
+    return base / value if isinstance(value, str) else None
 
-    Raises ProfileError listing every problem found in the profile, or the first file that
-    could not be loaded at all.
-    """
-    path = Path(path)
-    data = read_toml(path)
-    try:
-        profile = Profile.model_validate(data)
-    except ValidationError as exc:
-        raise ProfileError(str(path), problems_from(exc, data)) from None
 
-    base = path.parent
-    fleet_path = (base / profile.target.fleet) if profile.target.fleet else None
-    fleet = load_fleet(fleet_path) if fleet_path else None
-    policy_path = base / profile.target.policy
-    policy = load_policy(policy_path)
-
+def _route_problems(data: dict[str, Any], fleet: Fleet | None) -> list[Problem]:
+    """Check route references on the raw data, so they are reported even when other keys are invalid."""
     problems: list[Problem] = []
     known: dict[str, list[str] | None] = {}
     if fleet is not None:
         known.update({e.name: list(e.deployments) for e in fleet.endpoints})
-    for name in profile.target.endpoints:
+    target = data.get("target")
+    external = target.get("endpoints") if isinstance(target, dict) else None
+    for name in external if isinstance(external, dict) else {}:
         if name in known:
             problems.append(
                 Problem(f"target.endpoints.{name}", "also defined in the fleet file; rename one of them")
             )
         known[name] = None  # external endpoints accept any deployment name
-    for i, scenario in enumerate(profile.scenarios):
-        for j, route in enumerate(scenario.routes):
-            key = f"scenarios[{i}].routes[{j}]"
-            if route.endpoint not in known:
-                choices = ", ".join(sorted(known)) or "none defined"
-                problems.append(Problem(f"{key}.endpoint", f"unknown endpoint {route.endpoint!r} (known: {choices})"))
+    scenarios = data.get("scenarios")
+    for i, scenario in enumerate(scenarios if isinstance(scenarios, list) else []):
+        routes = scenario.get("routes") if isinstance(scenario, dict) else None
+        for j, route in enumerate(routes if isinstance(routes, list) else []):
+            if not isinstance(route, dict) or not isinstance(route.get("endpoint"), str):
                 continue
-            deployments = known[route.endpoint]
-            if deployments is not None and route.deployment not in deployments:
+            key, endpoint = f"scenarios[{i}].routes[{j}]", route["endpoint"]
+            if endpoint not in known:
+                choices = ", ".join(sorted(known)) or "none defined"
+                problems.append(
+                    Problem(f"{key}.endpoint", f"unknown endpoint {endpoint!r} (known: {choices})")
+                )
+                continue
+            deployments, deployment = known[endpoint], route.get("deployment")
+            if deployments is not None and isinstance(deployment, str) and deployment not in deployments:
                 problems.append(
                     Problem(
                         f"{key}.deployment",
-                        f"endpoint {route.endpoint!r} has no deployment {route.deployment!r} "
+                        f"endpoint {endpoint!r} has no deployment {deployment!r} "
                         f"(it has: {', '.join(deployments)})",
                     )
                 )
-    if problems:
+    return problems
+
+
+def load_profile(path: str | Path) -> LoadedProfile:
+    """Load a profile, its fleet and its policy, and check the references between them.
+
+    Raises ProfileError listing every problem found: schema problems, problems in the
+    referenced fleet and policy files (by key ``target.fleet`` / ``target.policy``) and
+    routes that name unknown endpoints or deployments, all at once.
+    """
+    path = Path(path)
+    data = read_toml(path)
+    problems: list[Problem] = []
+    profile: Profile | None = None
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(problems_from(exc, data))
+
+    base = path.parent
+    target = data.get("target")
+    fleet_path = _sub_file(base, target, "fleet", None)
+    policy_path = _sub_file(base, target, "policy", "policies/azure-stateless-exclusive.toml")
+    fleet: Fleet | None = None
+    policy: Policy | None = None
+    if fleet_path is not None:
+        try:
+            fleet = load_fleet(fleet_path)
+        except ProfileError as exc:
+            problems.append(Problem("target.fleet", exc.message))
+    if policy_path is not None:
+        try:
+            policy = load_policy(policy_path)
+        except ProfileError as exc:
+            problems.append(Problem("target.policy", exc.message))
+    problems.extend(_route_problems(data, fleet))
+    if problems or profile is None or policy is None or policy_path is None:
         raise ProfileError(str(path), problems)
     return LoadedProfile(path, profile, fleet, fleet_path, policy, policy_path)
 

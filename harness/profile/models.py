@@ -169,7 +169,9 @@ class Profile(Strict):
         if dupes:
             raise ValueError(f"scenario names must be unique; repeated: {', '.join(dupes)}")
         if self.target.fleet is None and not self.target.endpoints:
-            raise ValueError("target needs a fleet file (target.fleet) or at least one target.endpoints entry")
+            raise ValueError(
+                "target needs a fleet file (target.fleet) or at least one target.endpoints entry"
+            )
         return self
 
 

@@ -1,0 +1,192 @@
+"""Attribute every served request to the cloud that really served it, and judge it.
+
+Attribution, strongest source first:
+  ledger       the mock fleet's own record of serving the request (ground truth)
+  fingerprint  the cloud's vendor response headers (harness.protocols.fingerprint)
+  declared     the cloud the profile declares for an external endpoint
+  mock-header  x-mock-cloud without vendor headers
+A request that reached a server but cannot be attributed is itself a violation wherever its
+rule restricts clouds: a gate that cannot see where a call went must not pass it.
+
+Violation kinds:
+  cloud                 served on a cloud (or region) the matching rule does not allow
+  attestation_mismatch  vendor headers claim one cloud, the ledger says another (e.g. a
+                        gateway copying Azure headers onto another cloud's response)
+  unattributed          served, but no source says where, under a restricting rule
+  served_twice          the ledgers hold more than one serving of one request id
+Reconciliation compares client records with the ledgers: every request sent appears once,
+none appears that the harness did not send.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import pandas as pd
+
+from harness.compliance.classify import model_family, request_class
+from harness.compliance.policy import CompiledPolicy
+
+COMPLIANCE_SCHEMA_VERSION: Final = 1
+MAX_LISTED: Final = 1000
+
+
+def _attribute(records: pd.DataFrame, ledger: pd.DataFrame | None, declared: dict[str, str]) -> pd.DataFrame:
+    df = records[
+        [
+            "request_id",
+            "scenario",
+            "endpoint",
+            "deployment",
+            "api",
+            "model",
+            "tenant",
+            "sold_through",
+            "store",
+            "previous_response_id",
+            "status",
+            "outcome",
+            "fp_cloud",
+            "fp_region",
+            "mock_cloud",
+            "mock_region",
+        ]
+    ].copy()
+    df["ledger_cloud"] = None
+    df["ledger_region"] = None
+    df["ledger_rows"] = 0
+    if ledger is not None and len(ledger):
+        served = ledger.dropna(subset=["request_id"])
+        first = served.groupby("request_id", sort=False).agg(
+            ledger_cloud=("cloud", "first"), ledger_region=("region", "first"), ledger_rows=("cloud", "size")
+        )
+        df = df.drop(columns=["ledger_cloud", "ledger_region", "ledger_rows"]).merge(
+            first, how="left", left_on="request_id", right_index=True
+        )
+        df["ledger_rows"] = df["ledger_rows"].fillna(0).astype("int64")
+    in_ledger = df["ledger_rows"] > 0
+    df["served"] = in_ledger | (df["status"] > 0)
+    declared_cloud = df["endpoint"].map(declared)
+
+    cloud = pd.Series(None, index=df.index, dtype="object")
+    region = pd.Series(None, index=df.index, dtype="object")
+    source = pd.Series("unattributed", index=df.index, dtype="object")
+    for name, c, r, mask in (
+        ("mock-header", df["mock_cloud"], df["mock_region"], df["mock_cloud"].notna()),
+        ("declared", declared_cloud, pd.Series(None, index=df.index), declared_cloud.notna()),
+        ("fingerprint", df["fp_cloud"], df["fp_region"], df["fp_cloud"].notna()),
+        ("ledger", df["ledger_cloud"], df["ledger_region"], in_ledger),
+    ):  # weakest first: each stronger source overwrites
+        cloud = cloud.where(~mask, c)
+        region = region.where(~mask, r)
+        source = source.where(~mask, name)
+    df["served_cloud"] = cloud
+    df["served_region"] = region
+    df["attribution"] = source
+    fp_known = df["fp_cloud"].notna()
+    df["attestation_mismatch"] = in_ledger & fp_known & (df["fp_cloud"] != df["ledger_cloud"])
+    return df
+
+
+def _decide(df: pd.DataFrame, policy: CompiledPolicy) -> pd.DataFrame:
+    keys = ["api", "store", "chained", "model", "tenant", "sold_through", "served_cloud", "served_region"]
+    df["chained"] = df["previous_response_id"].notna()
+    combos = df[keys].astype("object").where(df[keys].notna(), None).drop_duplicates()
+    rows = []
+    for api, store, chained, model, tenant, sold, cloud, region in combos.itertuples(index=False):
+        cls = request_class(api, store, "chained" if chained else None)
+        family = model_family(model)
+        decision = policy.decide(cls, family, api, tenant, sold, cloud, region)
+        rule = policy.rule(cls, family, api, tenant, sold)
+        restricting = rule is not None and "*" not in rule.allow_clouds
+        rows.append((cls, family, decision.rule_id or "(default)", decision.allowed, restricting))
+    decided = combos.assign(
+        request_class=[r[0] for r in rows],
+        model_family=[r[1] for r in rows],
+        rule=[r[2] for r in rows],
+        allowed=[r[3] for r in rows],
+        restricting=[r[4] for r in rows],
+    )
+    key_df = df[keys].astype("object").where(df[keys].notna(), None)
+    merged = key_df.merge(decided, on=keys, how="left")
+    for col in ("request_class", "model_family", "rule", "allowed", "restricting"):
+        df[col] = merged[col].to_numpy()
+    return df
+
+
+def judge(
+    records: pd.DataFrame,
+    ledger: pd.DataFrame | None,
+    policy: CompiledPolicy,
+    *,
+    declared_clouds: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Judge a finished run from its records (and the mocks' ledgers, when they ran).
+
+    Works from the run directory's data alone, so a run can be re-judged against another policy.
+    """
+    df = _attribute(records, ledger, declared_clouds or {})
+    df = _decide(df, policy)
+    served = df[df["served"]]
+    kind = pd.Series(None, index=served.index, dtype="object")
+    unattributed = (served["attribution"] == "unattributed") & served["restricting"]
+    kind = kind.where(~(~served["allowed"] & ~unattributed), "cloud")
+    kind = kind.where(~unattributed, "unattributed")
+    kind = kind.where(~served["attestation_mismatch"], "attestation_mismatch")
+    kind = kind.where(~(served["ledger_rows"] > 1), "served_twice")
+    violations = served.assign(kind=kind)[kind.notna()]
+
+    recon: dict[str, Any] = {"ledger_available": ledger is not None}
+    if ledger is not None:
+        sent_ids = set(records.loc[records["sent_ns"].notna(), "request_id"])
+        ledger_ids = ledger["request_id"].dropna()
+        recon.update(
+            {
+                "sent": len(sent_ids),
+                "ledger_rows": len(ledger),
+                "ledger_rows_without_request_id": int(ledger["request_id"].isna().sum()),
+                "sent_not_in_ledger": len(sent_ids - set(ledger_ids)),
+                "in_ledger_not_sent": int((~ledger_ids.isin(sent_ids)).sum()),
+                "served_more_than_once": int(ledger_ids.duplicated().sum()),
+            }
+        )
+        recon["consistent"] = recon["in_ledger_not_sent"] == 0 and recon["served_more_than_once"] == 0
+
+    def counts(frame: pd.DataFrame, col: str) -> dict[str, int]:
+        return {str(k): int(v) for k, v in frame[col].fillna("unknown").value_counts().sort_index().items()}
+
+    listed = violations.head(MAX_LISTED)
+    return {
+        "schema_version": COMPLIANCE_SCHEMA_VERSION,
+        "policy": policy.policy.name,
+        "verdict": "pass" if violations.empty else "fail",
+        "requests": len(df),
+        "judged": len(served),
+        "unserved": len(df) - len(served),
+        "violations_total": len(violations),
+        "violation_rate": (len(violations) / len(served)) if len(served) else 0.0,
+        "by_kind": counts(violations, "kind"),
+        "by_rule": counts(violations, "rule"),
+        "violations_by_cloud": counts(violations, "served_cloud"),
+        "served_by_cloud": counts(served, "served_cloud"),
+        "served_by_class": counts(served, "request_class"),
+        "attribution_sources": counts(served, "attribution"),
+        "reconciliation": recon,
+        "violations": [
+            {
+                "request_id": r.request_id,
+                "kind": r.kind,
+                "rule": r.rule,
+                "class": r.request_class,
+                "model_family": r.model_family,
+                "scenario": r.scenario,
+                "endpoint": r.endpoint,
+                "served_cloud": r.served_cloud,
+                "served_region": r.served_region,
+                "fingerprint_cloud": r.fp_cloud,
+                "attribution": r.attribution,
+            }
+            for r in listed.itertuples(index=False)
+        ],
+        "violations_listed": len(listed),
+    }

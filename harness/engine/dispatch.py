@@ -1,0 +1,348 @@
+"""The open-loop dispatcher: the hot path.
+
+Arrivals are sent at their planned absolute times whatever the target does; latency is
+measured from the intended time, so a stalled target shows up as latency and drops rather
+than as silently lower load (coordinated omission). Every planned arrival yields exactly
+one Record — ok, error, timeout, dropped or cancelled — whatever happens.
+
+An arrival is ``dropped`` (never silently delayed) when ``max_in_flight`` requests are
+already in flight at its due time, or when the dispatcher itself is more than
+``lag_budget_ms`` late for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+import aiohttp
+
+from harness.clock import RunEpoch
+from harness.engine.targets import PreparedRoute
+from harness.metrics.histogram import LatencyHistogram
+from harness.profile.models import Client
+from harness.protocols.azure_openai import ChatStreamParser, parse_chat_response, parse_error_body
+from harness.protocols.fingerprint import attribute
+from harness.results.record import Record
+
+RecordSink = Callable[[Record], None]
+
+
+def status_error_kind(status: int) -> str:
+    if status == 429:
+        return "http_429"
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
+class Counters:
+    """Live counts the progress view reads; plain ints, updated only on the event loop."""
+
+    __slots__ = ("cancelled", "dropped", "error", "in_flight", "ok", "planned", "sent", "timeout")
+
+    def __init__(self) -> None:
+        self.planned = self.sent = self.in_flight = 0
+        self.ok = self.error = self.timeout = self.dropped = self.cancelled = 0
+
+    def finished(self) -> int:
+        return self.ok + self.error + self.timeout + self.dropped + self.cancelled
+
+
+def make_session(client: Client) -> aiohttp.ClientSession:
+    """One ClientSession with every limit set explicitly from the profile (aiohttp's defaults
+    silently queue beyond 100 connections and cut requests at 300 s)."""
+    connector = aiohttp.TCPConnector(
+        limit=client.connections,
+        limit_per_host=client.connections_per_host,
+        ttl_dns_cache=300,
+        keepalive_timeout=30,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=client.request_timeout_s,
+        connect=client.connect_timeout_s,
+        sock_read=client.sock_read_timeout_s,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        headers={"User-Agent": "llm-loadharness/0.1"},
+    )
+
+
+def request_id_prefix() -> str:
+    """A random UUID-shaped prefix for this run; the last 12 hex digits are the plan index.
+
+    Ids are unique across runs (random 80 bits) and across a run's workers (global index), and
+    cost one string format per request instead of a uuid4().
+    """
+    return str(uuid.uuid4())[:24]
+
+
+class Dispatcher:
+    """Sends one run's plan open-loop through one aiohttp session on the running loop."""
+
+    def __init__(
+        self,
+        routes: list[list[PreparedRoute]],
+        client: Client,
+        epoch: RunEpoch,
+        sink: RecordSink,
+        *,
+        worker: int = 0,
+        id_prefix: str | None = None,
+    ) -> None:
+        self.routes = routes
+        self.client = client
+        self.epoch_ns = epoch.monotonic_ns
+        self.sink = sink
+        self.worker = worker
+        self.id_prefix = id_prefix or request_id_prefix()
+        self.lag_budget_ns = int(client.lag_budget_ms * 1_000_000)
+        self.max_in_flight = client.max_in_flight
+        self.counters = Counters()
+        self.schedule_lag = LatencyHistogram()
+        self.loop_lag = LatencyHistogram()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self.stopped_early = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, plan: Iterable, *, drain_timeout_s: float | None = None) -> None:
+        """Dispatch the whole plan, then wait for in-flight requests; cancelled ones are recorded.
+
+        Cancelling the task running this method (SIGINT) stops scheduling at once, cancels every
+        in-flight request (each recorded as ``cancelled``) and re-raises CancelledError.
+        """
+        self._session = make_session(self.client)
+        monitor = asyncio.create_task(self._monitor_loop_lag())
+        try:
+            await self._schedule(plan)
+            if self._tasks:
+                timeout = (
+                    drain_timeout_s if drain_timeout_s is not None else self.client.request_timeout_s + 5
+                )
+                await asyncio.wait(set(self._tasks), timeout=timeout)
+        except asyncio.CancelledError:
+            self.stopped_early = True
+            raise
+        finally:
+            monitor.cancel()
+            await self._cancel_in_flight()
+            await self._session.close()
+
+    async def _cancel_in_flight(self) -> None:
+        pending = [t for t in self._tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _monitor_loop_lag(self) -> None:
+        """Event-loop lag: how late a 10 ms sleep wakes up. A busy loop delays every timestamp."""
+        mono = time.monotonic_ns
+        record = self.loop_lag.record_ns
+        while True:
+            t0 = mono()
+            await asyncio.sleep(0.01)
+            record(max(0, mono() - t0 - 10_000_000))
+
+    # ------------------------------------------------------------------ scheduling
+
+    async def _schedule(self, plan: Iterable) -> None:
+        mono = time.monotonic_ns
+        epoch_ns = self.epoch_ns
+        routes = self.routes
+        counters = self.counters
+        record_lag = self.schedule_lag.record_ns
+        lag_budget_ns = self.lag_budget_ns
+        cap = self.max_in_flight
+        tasks = self._tasks
+        discard = tasks.discard
+        create_task = asyncio.get_running_loop().create_task
+        sleep = asyncio.sleep
+        for p in plan:
+            due = epoch_ns + p.offset_ns
+            # Sleep to the absolute due time. uvloop rounds timers to whole milliseconds and can
+            # wake early, so re-check; sub-millisecond remainders yield to the loop instead.
+            while True:
+                delay = due - mono()
+                if delay <= 0:
+                    break
+                await sleep(delay / 1e9 if delay > 1_000_000 else 0)
+            counters.planned += 1
+            route = routes[p.scenario][p.route]
+            rec = self._new_record(p, route)
+            now = mono()
+            lag = now - due
+            if counters.in_flight >= cap:
+                self._drop(rec, "in_flight_cap")
+                continue
+            if lag > lag_budget_ns:
+                self._drop(rec, "lag_budget")
+                continue
+            record_lag(lag)
+            rec.sent_ns = now - epoch_ns
+            counters.sent += 1
+            counters.in_flight += 1
+            task = create_task(self._send(route, rec))
+            tasks.add(task)
+            task.add_done_callback(discard)
+
+    def _new_record(self, p, route: PreparedRoute) -> Record:
+        index = p.index
+        return Record(
+            request_id=f"{self.id_prefix}{index:012x}",
+            index=index,
+            scenario=route.scenario,
+            worker=self.worker,
+            api=route.api,
+            stream=route.stream,
+            model=route.model,
+            endpoint=route.endpoint,
+            deployment=route.deployment,
+            tenant=route.tenant,
+            sold_through=route.sold_through,
+            intended_ns=p.offset_ns,
+            bytes_out=route.bytes_out,
+        )
+
+    def _drop(self, rec: Record, kind: str) -> None:
+        rec.outcome = "dropped"
+        rec.error_kind = kind
+        rec.bytes_out = 0
+        self.counters.dropped += 1
+        self.sink(rec)
+
+    # ------------------------------------------------------------------ one request
+
+    async def _send(self, route: PreparedRoute, rec: Record) -> None:
+        mono = time.monotonic_ns
+        epoch_ns = self.epoch_ns
+        counters = self.counters
+        assert self._session is not None
+        try:
+            async with self._session.post(
+                route.url, data=route.body, headers=route.headers_for(rec.request_id)
+            ) as resp:
+                rec.first_byte_ns = mono() - epoch_ns
+                status = resp.status
+                rec.status = status
+                fp = attribute(resp.headers)
+                rec.fp_cloud = fp.cloud
+                rec.fp_region = fp.region
+                rec.fp_request_id = fp.request_id
+                rec.mock_cloud = fp.mock_cloud
+                rec.mock_region = fp.mock_region
+                if status >= 400:
+                    body = await resp.read()
+                    rec.done_ns = mono() - epoch_ns
+                    rec.bytes_in = len(body)
+                    code, message = parse_error_body(body)
+                    rec.outcome = "error"
+                    rec.error_kind = status_error_kind(status)
+                    rec.error_detail = f"{code}: {message}"[:300] if code else (message or "")[:300]
+                elif route.stream:
+                    await self._read_stream(resp, rec, route)
+                else:
+                    body = await resp.read()
+                    rec.done_ns = mono() - epoch_ns
+                    rec.bytes_in = len(body)
+                    result = parse_chat_response(body)
+                    rec.response_id = result.response_id
+                    self._set_tokens(rec, route, result.usage_in, result.usage_out, result.tokens_out_approx)
+                    if result.error:
+                        rec.outcome = "error"
+                        rec.error_kind = "stream_error"
+                        rec.error_detail = result.error[:300]
+                    else:
+                        rec.first_token_ns = rec.done_ns
+        except asyncio.CancelledError:
+            rec.outcome = "cancelled"
+            rec.error_kind = "interrupted"
+            rec.done_ns = mono() - epoch_ns
+            counters.cancelled += 1
+            counters.in_flight -= 1
+            self.sink(rec)
+            raise
+        except aiohttp.ConnectionTimeoutError:
+            self._fail(rec, "timeout", "timeout_connect", "connect timeout")
+        except aiohttp.SocketTimeoutError:
+            self._fail(rec, "timeout", "timeout_read", "no bytes within sock_read_timeout_s")
+        except TimeoutError:
+            self._fail(rec, "timeout", "timeout_total", "request exceeded request_timeout_s")
+        except aiohttp.ClientConnectorError as exc:
+            self._fail(rec, "error", "connect", str(exc))
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
+            self._fail(rec, "error", "reset", str(exc) or type(exc).__name__)
+        except aiohttp.ClientResponseError as exc:
+            self._fail(rec, "error", "protocol", str(exc))
+        except aiohttp.ClientError as exc:
+            self._fail(rec, "error", "protocol", f"{type(exc).__name__}: {exc}")
+        else:
+            if rec.outcome == "ok":
+                counters.ok += 1
+            else:
+                counters.error += 1
+            counters.in_flight -= 1
+            self.sink(rec)
+
+    async def _read_stream(self, resp: aiohttp.ClientResponse, rec: Record, route: PreparedRoute) -> None:
+        mono = time.monotonic_ns
+        epoch_ns = self.epoch_ns
+        parser = ChatStreamParser()
+        feed = parser.feed
+        token_ns: list[int] = []
+        nbytes = 0
+        try:
+            async for data in resp.content.iter_any():
+                t = mono() - epoch_ns  # stamp before parsing: parse time is not network time
+                nbytes += len(data)
+                n = feed(data)
+                if n:
+                    token_ns.extend([t] * n)
+            parser.close()
+        finally:
+            # also on a reset or timeout mid-stream: keep what arrived (a failure is data)
+            rec.done_ns = mono() - epoch_ns
+            rec.bytes_in = nbytes
+            rec.chunks = parser.content_chunks
+            if token_ns:
+                rec.first_token_ns = token_ns[0]
+                rec.token_ns = token_ns
+        rec.response_id = parser.response_id
+        self._set_tokens(rec, route, parser.usage_in, parser.usage_out, parser.tokens_out_approx)
+        if parser.error:
+            rec.outcome = "error"
+            rec.error_kind = "protocol" if parser.error.startswith("malformed") else "stream_error"
+            if not parser.done and parser.error.startswith("stream ended"):
+                rec.error_kind = "reset"
+            rec.error_detail = parser.error[:300]
+
+    @staticmethod
+    def _set_tokens(
+        rec: Record, route: PreparedRoute, usage_in: int | None, usage_out: int | None, approx_out: int
+    ) -> None:
+        """Tokens from the server's usage when reported, else the shared approximation."""
+        if usage_out is not None:
+            rec.usage_from_server = True
+            rec.tokens_out = usage_out
+            rec.tokens_in = usage_in if usage_in is not None else route.tokens_in
+        else:
+            rec.tokens_out = approx_out
+            rec.tokens_in = route.tokens_in
+
+    def _fail(self, rec: Record, outcome: str, kind: str, detail: str) -> None:
+        rec.outcome = outcome
+        rec.error_kind = kind
+        rec.error_detail = detail[:300]
+        rec.done_ns = time.monotonic_ns() - self.epoch_ns
+        counters = self.counters
+        if outcome == "timeout":
+            counters.timeout += 1
+        else:
+            counters.error += 1
+        counters.in_flight -= 1
+        self.sink(rec)

@@ -1,0 +1,361 @@
+"""One run, end to end: validate → start the embedded fleet → dispatch the plan → write results
+→ judge compliance → verdict.
+
+This is the library entry point behind ``harness run``; the CLI only parses flags, owns the
+event loop and maps the verdict to an exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+from rich.console import Console
+
+from harness.clock import RunEpoch
+from harness.compliance import CompiledPolicy, judge, model_family, request_class
+from harness.engine.dispatch import Dispatcher
+from harness.engine.targets import ResolvedEndpoint, prepare_routes
+from harness.errors import ExitCode, ProfileError
+from harness.metrics.live import Snapshot, show_progress
+from harness.mocks.process import FleetProcess
+from harness.profile import LoadedProfile, Profile, check_remote, load_profile, resolve_secret
+from harness.profile.load import problems_from
+from harness.results import rundir
+from harness.results.reader import read_ledger, read_records
+from harness.results.record import Record
+from harness.results.summary import summarize, write_summary
+from harness.results.writer import RecordWriter
+from harness.workload import build_plan, planned_rate_rps
+
+log = logging.getLogger("harness.run")
+
+# The key the engine sends to the embedded mock fleet when the profile names no variable. Mocks
+# accept any key; it is not a secret and is never written anywhere.
+MOCK_API_KEY = "mock-key"
+START_LEAD_NS = 200_000_000  # the epoch lies this far ahead so setup never eats into the plan
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    run_dir: Path
+    exit_code: ExitCode
+    verdict: str
+    reasons: list[str]
+    summary: dict[str, Any]
+    compliance: dict[str, Any]
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class LiveJudge:
+    """Counts violations as records complete, from their fingerprints, for the progress line.
+
+    The authoritative judgement runs after the run on the records and the ledgers.
+    """
+
+    __slots__ = ("policy", "violations")
+
+    def __init__(self, policy: CompiledPolicy) -> None:
+        self.policy = policy
+        self.violations = 0
+
+    def __call__(self, rec: Record) -> None:
+        if rec.status <= 0:
+            return
+        cloud = rec.mock_cloud or rec.fp_cloud
+        cls = request_class(rec.api, rec.store, rec.previous_response_id)
+        decision = self.policy.decide(
+            cls,
+            model_family(rec.model),
+            rec.api,
+            rec.tenant,
+            rec.sold_through,
+            cloud,
+            rec.mock_region or rec.fp_region,
+        )
+        if not decision.allowed:
+            self.violations += 1
+
+
+def _resolve_endpoints(
+    loaded: LoadedProfile, fleet_endpoints: list[dict[str, Any]]
+) -> dict[str, ResolvedEndpoint]:
+    resolved: dict[str, ResolvedEndpoint] = {}
+    for info in fleet_endpoints:
+        resolved[info["name"]] = ResolvedEndpoint(
+            info["name"], info["dialect"], info["base_url"], MOCK_API_KEY
+        )
+    for name, ep in loaded.profile.target.endpoints.items():
+        key = resolve_secret(ep.api_key_env, f"{loaded.path}: target.endpoints.{name}.api_key_env")
+        resolved[name] = ResolvedEndpoint(name, ep.dialect, ep.base_url, key, ep.api_version)
+    return resolved
+
+
+def _setup_log(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / rundir.RUN_LOG, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("harness").addHandler(handler)
+    logging.getLogger("harness").setLevel(logging.INFO)
+    return handler
+
+
+def prepare(profile_path: str | Path, *, duration_s: float | None = None) -> LoadedProfile:
+    """Validate everything that can be validated before anything starts.
+
+    ``duration_s`` overrides the profile's duration (it is validated like the profile's own
+    value and recorded in the resolved profile).
+    """
+    loaded = load_profile(profile_path)
+    if duration_s is not None:
+        data = loaded.profile.model_dump(by_alias=True)
+        data["duration_s"] = duration_s
+        try:
+            profile = Profile.model_validate(data)
+        except ValidationError as exc:
+            raise ProfileError("--duration-s", problems_from(exc, data)) from None
+        loaded = dataclasses.replace(loaded, profile=profile)
+    check_remote(loaded)
+    for name, ep in loaded.profile.target.endpoints.items():
+        resolve_secret(ep.api_key_env, f"{loaded.path}: target.endpoints.{name}.api_key_env")
+    return loaded
+
+
+async def run_loaded(
+    loaded: LoadedProfile,
+    results_root: Path,
+    *,
+    console: Console | None = None,
+    progress: bool = True,
+) -> RunOutcome:
+    """Run a validated profile and write its run directory. Installs SIGINT/SIGTERM handlers
+    for the duration: the first signal stops the run gracefully, the second exits at once."""
+    console = console or Console(stderr=True)
+    profile = loaded.profile
+    run_dir = rundir.new_run_dir(results_root, profile.name)
+    handler = _setup_log(run_dir)
+    try:
+        return await _run(loaded, run_dir, console, progress)
+    finally:
+        logging.getLogger("harness").removeHandler(handler)
+        handler.close()
+
+
+async def _run(loaded: LoadedProfile, run_dir: Path, console: Console, progress: bool) -> RunOutcome:
+    profile = loaded.profile
+    rundir.write_json(run_dir / rundir.PROFILE, profile.model_dump(mode="json", by_alias=True))
+    log.info("run %s: profile %s, seed %d", run_dir.name, loaded.path, profile.seed)
+
+    fleet: FleetProcess | None = None
+    fleet_endpoints: list[dict[str, Any]] = []
+    if loaded.fleet_path is not None:
+        fleet = FleetProcess(loaded.fleet_path)
+        fleet_endpoints = await fleet.start()
+        for info in fleet_endpoints:
+            log.info(
+                "mock endpoint %s (%s, %s) at %s",
+                info["name"],
+                info["cloud"],
+                info["region"],
+                info["base_url"],
+            )
+    interrupted = False
+    started_wall = datetime.now(UTC)
+    try:
+        endpoints = _resolve_endpoints(loaded, fleet_endpoints)
+        routes = prepare_routes(profile, endpoints)
+        policy = CompiledPolicy(loaded.policy)
+        live_judge = LiveJudge(policy)
+        writer = RecordWriter(run_dir / rundir.REQUESTS)
+
+        def sink(rec: Record) -> None:
+            writer.add(rec)
+            live_judge(rec)
+
+        epoch = RunEpoch.now(lead_ns=START_LEAD_NS)
+        dispatcher = Dispatcher(routes, profile.client, epoch, sink)
+        counters = dispatcher.counters
+        target_rps = planned_rate_rps(profile)
+
+        def snapshot() -> Snapshot:
+            elapsed = max(0.0, (time.monotonic_ns() - epoch.monotonic_ns) / 1e9)
+            return Snapshot(
+                elapsed,
+                profile.duration_s,
+                target_rps,
+                counters.sent,
+                counters.in_flight,
+                counters.ok,
+                counters.error,
+                counters.timeout,
+                counters.dropped,
+                live_judge.violations,
+            )
+
+        interrupted = await _dispatch_with_signals(
+            dispatcher, build_plan(profile), snapshot, console, progress
+        )
+        writer.close()
+        finished_wall = datetime.now(UTC)
+        if fleet is not None:
+            ledger = await fleet.fetch_ledger()
+            pq.write_table(ledger, run_dir / rundir.LEDGER)
+    finally:
+        if fleet is not None:
+            await fleet.stop()
+
+    return _judge_and_summarize(
+        loaded,
+        run_dir,
+        dispatcher,
+        started_wall,
+        finished_wall,
+        interrupted,
+        declared=_declared_clouds(loaded),
+    )
+
+
+def _declared_clouds(loaded: LoadedProfile) -> dict[str, str]:
+    return {n: ep.cloud for n, ep in loaded.profile.target.endpoints.items() if ep.cloud}
+
+
+async def _dispatch_with_signals(
+    dispatcher: Dispatcher, plan, snapshot, console: Console, progress: bool
+) -> bool:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    run_task = asyncio.ensure_future(dispatcher.run(plan))
+    signals_seen = 0
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            console.print(
+                "[yellow]interrupted: cancelling in-flight requests and writing partial results "
+                "(signal again to stop at once)[/]"
+            )
+            run_task.cancel()
+        else:
+            os._exit(int(ExitCode.INTERRUPTED))
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests), or Windows
+            pass
+    view = asyncio.ensure_future(show_progress(snapshot, console)) if progress else None
+    try:
+        await run_task
+        return False
+    except asyncio.CancelledError:
+        if task is not None and task.cancelling():
+            raise  # our caller was cancelled, not the run
+        return True
+    finally:
+        if view is not None:
+            view.cancel()
+            await asyncio.gather(view, return_exceptions=True)
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _judge_and_summarize(
+    loaded: LoadedProfile,
+    run_dir: Path,
+    dispatcher: Dispatcher,
+    started_wall: datetime,
+    finished_wall: datetime,
+    interrupted: bool,
+    *,
+    declared: dict[str, str],
+) -> RunOutcome:
+    profile = loaded.profile
+    records = read_records(run_dir)
+    ledger = read_ledger(run_dir)
+    compliance = judge(records, ledger, CompiledPolicy(loaded.policy), declared_clouds=declared)
+    rundir.write_json(run_dir / rundir.COMPLIANCE, compliance)
+
+    lag_p99_ms = dispatcher.schedule_lag.percentile_ms(99) if dispatcher.schedule_lag.count else 0.0
+    bound_ms = profile.validity.max_schedule_lag_p99_ms
+    harness_bound = lag_p99_ms > bound_ms
+    meta = {
+        "run_id": run_dir.name,
+        "profile": profile.name,
+        "profile_path": str(loaded.path),
+        "policy": loaded.policy.name,
+        "seed": profile.seed,
+        "started_at": started_wall.isoformat(),
+        "finished_at": finished_wall.isoformat(),
+        "interrupted": interrupted,
+        "client": profile.client.model_dump(),
+        "request_id_prefix": dispatcher.id_prefix,
+    }
+    duration_s = profile.duration_s
+    if interrupted:
+        duration_s = max(1e-3, (finished_wall - started_wall).total_seconds())
+    summary = summarize(records, duration_s=duration_s, planned_rate_rps=planned_rate_rps(profile), meta=meta)
+    summary["validity"] = {
+        "schedule_lag_p99_ms": lag_p99_ms,
+        "event_loop_lag_p99_ms": dispatcher.loop_lag.percentile_ms(99) if dispatcher.loop_lag.count else 0.0,
+        "max_schedule_lag_p99_ms": bound_ms,
+        "harness_bound": harness_bound,
+    }
+    summary["compliance"] = {
+        k: compliance[k]
+        for k in ("policy", "verdict", "judged", "violations_total", "by_kind", "by_rule", "served_by_cloud")
+    }
+    reasons: list[str] = []
+    exit_code = ExitCode.PASS
+    counts = summary["counts"]
+    if compliance["verdict"] != "pass":
+        reasons.append(
+            f"{compliance['violations_total']} routing violation(s) of policy {compliance['policy']}"
+        )
+        exit_code = ExitCode.FAILED
+    if counts["planned"] > 0 and counts["ok"] == 0:
+        reasons.append("no request succeeded")
+        exit_code = ExitCode.FAILED
+    if harness_bound:
+        reasons.append(
+            f"harness-bound: schedule lag p99 {lag_p99_ms:.1f} ms > {bound_ms:.1f} ms; results untrustworthy"
+        )
+        if exit_code == ExitCode.PASS:
+            exit_code = ExitCode.HARNESS_BOUND
+    if interrupted:
+        reasons.append("interrupted: partial results")
+        exit_code = ExitCode.INTERRUPTED
+    verdict = "PASS" if exit_code == ExitCode.PASS else ("INTERRUPTED" if interrupted else "FAIL")
+    summary["verdict"] = {"result": verdict, "exit_code": int(exit_code), "reasons": reasons}
+    write_summary(run_dir / rundir.SUMMARY, summary)
+    log.info("verdict %s (exit %d): %s", verdict, int(exit_code), "; ".join(reasons) or "all checks held")
+    return RunOutcome(run_dir, exit_code, verdict, reasons, summary, compliance, interrupted)
+
+
+def run_profile(
+    profile_path: str | Path, results_root: Path, *, progress: bool = True, console: Console | None = None
+) -> RunOutcome:
+    """Synchronous convenience: validate, then run on a fresh uvloop event loop."""
+    loaded = prepare(profile_path)
+    return run_with_uvloop(run_loaded(loaded, results_root, console=console, progress=progress))
+
+
+def run_with_uvloop(coro):  # type: ignore[no-untyped-def]
+    """Run a coroutine on uvloop where available; the entry point owns the loop (STYLE 13)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.run(coro)
+    return uvloop.run(coro)

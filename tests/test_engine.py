@@ -1,0 +1,241 @@
+"""The open-loop dispatcher against real aiohttp servers on 127.0.0.1: one record per planned arrival."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from aiohttp import web
+
+from harness.clock import RunEpoch
+from harness.engine.dispatch import Dispatcher
+from harness.engine.targets import ResolvedEndpoint, prepare_routes
+from harness.profile.models import Profile
+from harness.protocols import azure_openai as wire
+from harness.results.record import Record
+from harness.workload import build_plan
+
+
+async def start_server(handler) -> tuple[web.AppRunner, str]:  # type: ignore[no-untyped-def]
+    app = web.Application()
+    app.router.add_post("/openai/deployments/{d}/chat/completions", handler)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def profile(rate_rps: float, duration_s: float, stream: bool = True, **client) -> Profile:  # type: ignore[no-untyped-def]
+    return Profile.model_validate(
+        {
+            "name": "engine-test",
+            "seed": 3,
+            "duration_s": duration_s,
+            "target": {"endpoints": {"t": {"base_url": "http://127.0.0.1:1"}}},
+            "client": client,
+            "scenarios": [
+                {
+                    "name": "chat",
+                    "stream": stream,
+                    "arrival": {"process": "constant", "rate_rps": rate_rps},
+                    "routes": [{"endpoint": "t", "deployment": "d"}],
+                }
+            ],
+        }
+    )
+
+
+async def run_engine(
+    prof: Profile, base_url: str, cancel_after_s: float | None = None
+) -> tuple[list[Record], Dispatcher]:
+    endpoints = {"t": ResolvedEndpoint("t", "azure_openai", base_url, "k")}
+    records: list[Record] = []
+    epoch = RunEpoch.now(lead_ns=20_000_000)
+    dispatcher = Dispatcher(prepare_routes(prof, endpoints), prof.client, epoch, records.append)
+    task = asyncio.ensure_future(dispatcher.run(build_plan(prof)))
+    if cancel_after_s is not None:
+        await asyncio.sleep(cancel_after_s)
+        task.cancel()
+    try:
+        await asyncio.wait_for(task, timeout=30)
+    except asyncio.CancelledError:
+        assert cancel_after_s is not None
+    return records, dispatcher
+
+
+def check_invariant(records: list[Record], planned: int) -> Counter[str]:
+    outcomes = Counter(r.outcome for r in records)
+    assert len(records) == planned, "exactly one record per planned arrival"
+    assert len({r.index for r in records}) == planned, "no arrival recorded twice"
+    assert sum(outcomes[k] for k in ("ok", "error", "timeout", "dropped", "cancelled")) == planned
+    return outcomes
+
+
+async def test_stalling_target_counts_timeouts_and_drops() -> None:
+    """Against a target that never answers, in-flight requests time out and the rest are dropped."""
+    stall = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await stall.wait()
+        return web.Response()
+
+    runner, url = await start_server(handler)
+    try:
+        prof = profile(200, 1.0, max_in_flight=20, request_timeout_s=0.5, sock_read_timeout_s=0.4)
+        records, dispatcher = await run_engine(prof, url)
+    finally:
+        stall.set()
+        await runner.cleanup()
+    outcomes = check_invariant(records, 200)
+    assert outcomes["ok"] == 0
+    assert outcomes["timeout"] > 0 and outcomes["dropped"] > 0
+    assert outcomes["timeout"] + outcomes["dropped"] == 200
+    assert {r.error_kind for r in records if r.outcome == "dropped"} == {"in_flight_cap"}
+    assert {r.error_kind for r in records if r.outcome == "timeout"} <= {"timeout_read", "timeout_total"}
+    assert all(r.sent_ns is None for r in records if r.outcome == "dropped")
+    assert dispatcher.counters.in_flight == 0
+
+
+async def test_streaming_target_timestamps_tokens() -> None:
+    """A streaming answer yields TTFT, per-token timestamps and usage from the server."""
+    enc = wire.ChunkEncoder("chatcmpl-x", 1, "gpt-4o")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "x-ms-region": "East US",
+                "apim-request-id": request.headers["x-ms-client-request-id"],
+            }
+        )
+        await resp.prepare(request)
+        await resp.write(wire.prompt_filter_chunk())
+        await resp.write(enc.role())
+        for i in range(5):
+            await asyncio.sleep(0.005)
+            await resp.write(enc.content(f" w{i}"))
+        await resp.write(enc.finish())
+        await resp.write(enc.usage(7, 5))
+        await resp.write(wire.SSE_DONE)
+        return resp
+
+    runner, url = await start_server(handler)
+    try:
+        records, _ = await run_engine(profile(50, 0.2), url)
+    finally:
+        await runner.cleanup()
+    outcomes = check_invariant(records, 10)
+    assert outcomes["ok"] == 10
+    for r in records:
+        assert r.token_ns is not None and len(r.token_ns) == 5
+        assert r.intended_ns <= r.sent_ns <= r.first_byte_ns <= r.first_token_ns <= r.done_ns
+        assert r.first_token_ns == r.token_ns[0]
+        assert (r.tokens_in, r.tokens_out, r.usage_from_server) == (7, 5, True)
+        assert (r.fp_cloud, r.fp_region) == ("azure", "eastus")
+        assert r.fp_request_id == r.request_id  # the client request id was sent and echoed
+        assert r.response_id == "chatcmpl-x"
+
+
+async def test_errors_are_records_with_kinds() -> None:
+    """429s, 500s and a stream cut off before [DONE] are records with their error kinds."""
+    calls = Counter[str]()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        n = calls["n"]
+        calls["n"] += 1
+        if n % 3 == 0:
+            return web.Response(
+                status=429,
+                body=wire.error_body("429", "Rate limit is exceeded."),
+                content_type="application/json",
+            )
+        if n % 3 == 1:
+            return web.Response(
+                status=500, body=wire.error_body("500", "boom"), content_type="application/json"
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(wire.ChunkEncoder("c", 1, "m").content(" partial"))
+        return resp  # ends without [DONE]
+
+    runner, url = await start_server(handler)
+    try:
+        records, _ = await run_engine(profile(60, 0.5), url)
+    finally:
+        await runner.cleanup()
+    check_invariant(records, 30)
+    kinds = Counter(r.error_kind for r in records)
+    assert kinds == {"http_429": 10, "http_5xx": 10, "reset": 10}
+    limited = next(r for r in records if r.error_kind == "http_429")
+    assert limited.status == 429 and "Rate limit" in (limited.error_detail or "")
+
+
+async def test_connection_refused_is_a_connect_error() -> None:
+    """A target that refuses connections gives connect errors, not a crash."""
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response()
+
+    runner, url = await start_server(ok)
+    await runner.cleanup()  # the port is now closed
+    records, _ = await run_engine(profile(40, 0.25, connect_timeout_s=1), url)
+    outcomes = check_invariant(records, 10)
+    assert outcomes["error"] == 10
+    assert {r.error_kind for r in records} == {"connect"}
+
+
+async def test_cancelling_the_run_records_in_flight_as_cancelled() -> None:
+    """Stopping a run mid-way records every in-flight request as cancelled; nothing goes missing."""
+    stall = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await stall.wait()
+        return web.Response()
+
+    runner, url = await start_server(handler)
+    try:
+        records, dispatcher = await run_engine(
+            profile(100, 5.0, request_timeout_s=30), url, cancel_after_s=0.3
+        )
+    finally:
+        stall.set()
+        await runner.cleanup()
+    planned = dispatcher.counters.planned
+    outcomes = check_invariant(records, planned)
+    assert 10 <= planned < 500
+    assert outcomes["cancelled"] == planned
+    assert {r.error_kind for r in records} == {"interrupted"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_lag_budget_drops_late_arrivals(stream: bool) -> None:
+    """Arrivals the dispatcher reaches later than the lag budget are dropped, not sent late."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if not stream:
+            body = wire.chat_completion_body("id", 1, "m", "hi", 1, 1)
+            return web.Response(body=body, content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(wire.ChunkEncoder("c", 1, "m").content(" hi"))
+        await resp.write(wire.SSE_DONE)
+        return resp
+
+    runner, url = await start_server(handler)
+    try:
+        prof = profile(100, 0.5, stream=stream, lag_budget_ms=5)
+        endpoints = {"t": ResolvedEndpoint("t", "azure_openai", url, "k")}
+        records: list[Record] = []
+        epoch = RunEpoch.now(lead_ns=0)
+        dispatcher = Dispatcher(prepare_routes(prof, endpoints), prof.client, epoch, records.append)
+        await asyncio.sleep(0.2)  # the dispatcher starts 200 ms after the epoch: ~20 arrivals are overdue
+        await dispatcher.run(build_plan(prof))
+    finally:
+        await runner.cleanup()
+    outcomes = check_invariant(records, 50)
+    assert 15 <= outcomes["dropped"] <= 25
+    assert {r.error_kind for r in records if r.outcome == "dropped"} == {"lag_budget"}
+    assert outcomes["ok"] == 50 - outcomes["dropped"]
