@@ -1,1 +1,29 @@
-"""mocks"""
+"""Mock cloud endpoints (aiohttp apps), their latency model and ledgers, and fleets of them.
+
+In-process: ``await start_fleet(fleet)`` → ``RunningFleet``. As a child process, so the mock
+does not share the load generator's event loop: ``async with FleetProcess(path) as fp``.
+"""
+
+from harness.mocks.azure_openai import make_azure_app
+from harness.mocks.fleet import (
+    ENDPOINT_KEYS,
+    RunningFleet,
+    endpoint_seed,
+    serve_fleet_forever,
+    start_fleet,
+)
+from harness.mocks.latency import LatencyModel
+from harness.mocks.ledger import Ledger
+from harness.mocks.process import FleetProcess
+
+__all__ = [
+    "ENDPOINT_KEYS",
+    "FleetProcess",
+    "LatencyModel",
+    "Ledger",
+    "RunningFleet",
+    "endpoint_seed",
+    "make_azure_app",
+    "serve_fleet_forever",
+    "start_fleet",
+]

@@ -16,14 +16,16 @@ import random
 from typing import Final
 
 # Common English words that are single tokens in cl100k_base and o200k_base.
-WORDS: Final = (
-    "the of and to in is for on that with as was it by at be this are from or an have not "
-    "they which one you were all we can her has there been if more when will would who so "
-    "time use about out up what some other into than then them these its also two new more "
-    "like way only first could over such make made most after many where well just any see "
-    "work used much through back years how long even under take last here good same part "
-    "number little people state world place still three high set since life every need most"
-).split()
+WORDS: Final = tuple(
+    dict.fromkeys(  # ordered, without repeats
+        "the of and to in is for on that with as was it by at be this are from or an have not "
+        "they which one you were all we can her has there been if more when will would who so "
+        "time use about out up what some other into than then them these its also two new more "
+        "like way only first could over such make made most after many where well just any see "
+        "work used much through back years how long even under take last here good same part "
+        "number little people state world place still three high set since life every need most".split()
+    )
+)
 
 
 def approx_tokens(text: str) -> int:
