@@ -4,6 +4,10 @@ The target (bench/minimal_target.py) is pinned to core 0 and the harness to core
 share a core. For each rate, `harness run` sends constant-rate non-streaming chat completions for
 DURATION seconds and its summary.json gives the achieved rate, schedule lag and drops.
 
+For scale, the same run first measures the closed-loop ceiling of a stock aiohttp ClientSession
+loop (64 concurrent, on the same core, against the same target): no open-loop generator built on
+stock aiohttp can sustain more than that on this machine.
+
     .venv/bin/python bench/open_loop.py [--rates 1000,5000,10000] [--duration-s 10]
 """
 
@@ -29,7 +33,7 @@ base_url = "http://127.0.0.1:{port}"
 cloud = "azure"
 [client]
 connections = {connections}
-max_in_flight = 20000
+max_in_flight = {connections}
 lag_budget_ms = 1000
 [validity]
 max_schedule_lag_p99_ms = 50
@@ -40,6 +44,24 @@ prompt_tokens = 16
 max_tokens = 1
 arrival = {{ process = "constant", rate_rps = {rate} }}
 routes = [{{ endpoint = "target", deployment = "gpt-4o" }}]
+"""
+
+
+RAW_CLIENT = """
+import asyncio, sys, time, aiohttp, uvloop
+async def main(url, conc, dur):
+    n = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
+        end = time.monotonic() + dur
+        async def worker():
+            nonlocal n
+            while time.monotonic() < end:
+                async with s.post(url, data=b'{}') as r:
+                    await r.read()
+                    n += 1
+        await asyncio.gather(*[worker() for _ in range(conc)])
+    print(n / dur)
+uvloop.run(main(sys.argv[1], 64, float(sys.argv[2])))
 """
 
 
@@ -65,6 +87,16 @@ def main() -> int:
     try:
         assert target.stdout is not None
         port = int(target.stdout.readline())
+        url = f"http://127.0.0.1:{port}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+        raw = subprocess.run(
+            [sys.executable, "-c", RAW_CLIENT, url, "5"],
+            capture_output=True,
+            text=True,
+            preexec_fn=pinned(harness_cpu),
+            check=True,
+            timeout=120,
+        )
+        raw_rps = float(raw.stdout.strip())
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             for rate in (int(r) for r in args.rates.split(",")):
@@ -103,18 +135,21 @@ def main() -> int:
             f"harness on cpu {harness_cpu}, target on cpu {target_cpu}, {args.duration_s:.0f} s per rate, "
             f"constant arrivals, non-streaming, {args.connections} connections"
         )
+        print(f"stock aiohttp closed-loop ceiling on the same core: {raw_rps:.0f} rps (64 concurrent)")
         print(
             f"{'rate':>7} {'achieved':>9} {'ach/plan':>8} {'lag p50':>8} {'lag p99':>8} {'lag p99.9':>9} "
-            f"{'loop p99':>8} {'dropped':>8} {'lat p99':>9} {'exit':>4}"
+            f"{'loop p99':>8} {'dropped':>8} {'ok/s':>8} {'ok/ceiling':>10} {'lat p99':>9} {'exit':>4}"
         )
         for rate, s, code in rows:
             lag, lat = s["schedule_lag_ms"], s["latency_ms"]["from_intended"]
             achieved = s["rate"]["achieved_rps"]
+            ok_rps = s["counts"]["ok"] / args.duration_s
             print(
                 f"{rate:>7} {achieved:>9.1f} {achieved / rate:>8.3f} "
                 f"{lag['p50']:>6.2f}ms {lag['p99']:>6.2f}ms "
                 f"{lag['p99.9']:>7.2f}ms {s['validity']['event_loop_lag_p99_ms']:>6.2f}ms "
-                f"{s['counts']['dropped']:>8} {lat['p99']:>7.1f}ms {code:>4}"
+                f"{s['counts']['dropped']:>8} {ok_rps:>8.0f} {ok_rps / raw_rps:>10.2f} "
+                f"{lat['p99']:>7.1f}ms {code:>4}"
             )
     finally:
         target.terminate()

@@ -181,3 +181,20 @@ def test_cli_validate_ok_and_schema() -> None:
     assert result.returncode == 0, result.stderr
     schema = json.loads(run_cli("profiles", "schema").stdout)
     assert {"duration_s", "scenarios", "target", "client"} <= set(schema["properties"])
+
+
+def test_in_flight_cap_cannot_exceed_connections(tmp_path: Path) -> None:
+    """max_in_flight above connections is rejected: the excess would queue invisibly in the pool."""
+    text = (
+        (PROFILES / "smoke.toml")
+        .read_text()
+        .replace("connections = 256", "connections = 8\nmax_in_flight = 9")
+    )
+    text = text.replace('"fleets/default.toml"', f'"{PROFILES / "fleets/default.toml"}"')
+    text = text.replace(
+        '"policies/azure-stateless-exclusive.toml"',
+        f'"{PROFILES / "policies/azure-stateless-exclusive.toml"}"',
+    )
+    with pytest.raises(ProfileError) as info:
+        load_profile(write(tmp_path, text))
+    assert any(p.path == "client" and "exceeds connections" in p.message for p in info.value.problems)

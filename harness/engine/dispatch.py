@@ -23,7 +23,12 @@ from harness.clock import RunEpoch
 from harness.engine.targets import PreparedRoute
 from harness.metrics.histogram import LatencyHistogram
 from harness.profile.models import Client
-from harness.protocols.azure_openai import ChatStreamParser, parse_chat_response, parse_error_body
+from harness.protocols.azure_openai import (
+    ChatStreamParser,
+    error_kind,
+    parse_chat_response,
+    parse_error_body,
+)
 from harness.protocols.fingerprint import attribute
 from harness.results.record import Record
 
@@ -100,7 +105,7 @@ class Dispatcher:
         self.worker = worker
         self.id_prefix = id_prefix or request_id_prefix()
         self.lag_budget_ns = int(client.lag_budget_ms * 1_000_000)
-        self.max_in_flight = client.max_in_flight
+        self.max_in_flight = client.in_flight_cap
         self.counters = Counters()
         self.schedule_lag = LatencyHistogram()
         self.loop_lag = LatencyHistogram()
@@ -255,7 +260,7 @@ class Dispatcher:
                     self._set_tokens(rec, route, result.usage_in, result.usage_out, result.tokens_out_approx)
                     if result.error:
                         rec.outcome = "error"
-                        rec.error_kind = "stream_error"
+                        rec.error_kind = error_kind(result.error)
                         rec.error_detail = result.error[:300]
                     else:
                         rec.first_token_ns = rec.done_ns
@@ -316,9 +321,7 @@ class Dispatcher:
         self._set_tokens(rec, route, parser.usage_in, parser.usage_out, parser.tokens_out_approx)
         if parser.error:
             rec.outcome = "error"
-            rec.error_kind = "protocol" if parser.error.startswith("malformed") else "stream_error"
-            if not parser.done and parser.error.startswith("stream ended"):
-                rec.error_kind = "reset"
+            rec.error_kind = error_kind(parser.error)
             rec.error_detail = parser.error[:300]
 
     @staticmethod

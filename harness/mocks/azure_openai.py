@@ -76,18 +76,7 @@ def prompt_tokens_of(messages: Any) -> int:
     return total
 
 
-_TEXTS: dict[int, str] = {}
 _TEXT_CACHE_MAX_TOKENS: Final = 4096
-
-
-def _reply_text(n_tokens: int) -> str:
-    """The non-stream reply: tokens 0..n-1 concatenated (cached; the same for every request)."""
-    text = _TEXTS.get(n_tokens)
-    if text is None:
-        text = "".join([output_token(i) for i in range(n_tokens)])
-        if n_tokens <= _TEXT_CACHE_MAX_TOKENS:
-            _TEXTS[n_tokens] = text
-    return text
 
 
 class _Call:
@@ -133,6 +122,7 @@ class _AzureChat:
         "_pid",
         "_prefix",
         "_region",
+        "_texts",
     )
 
     def __init__(self, endpoint: FleetEndpoint, ledger: Ledger, seed: int) -> None:
@@ -147,6 +137,16 @@ class _AzureChat:
         # Response ids must be unique across endpoints and processes, not reproducible.
         self._prefix = "chatcmpl-" + secrets.token_hex(6)
         self._ids = itertools.count(1)
+        self._texts: dict[int, str] = {}  # non-stream reply text by length; the same for every request
+
+    def _reply_text(self, n_tokens: int) -> str:
+        """The non-stream reply: tokens 0..n-1 concatenated (cached per length)."""
+        text = self._texts.get(n_tokens)
+        if text is None:
+            text = "".join([output_token(i) for i in range(n_tokens)])
+            if n_tokens <= _TEXT_CACHE_MAX_TOKENS:
+                self._texts[n_tokens] = text
+        return text
 
     # ------------------------------------------------------------------ routes
 
@@ -245,7 +245,7 @@ class _AzureChat:
             return await self._stream(request, call, encoder, due, n_out, finish_reason, include_usage)
 
         due += latency.decode_s(n_out)
-        text = _reply_text(n_out)
+        text = self._reply_text(n_out)
         out = wire.chat_completion_body(
             response_id, created, deployment, text, prompt_tokens, n_out, finish_reason
         )

@@ -131,8 +131,12 @@ class Client(Strict):
 
     connections: int = Field(default=256, ge=1, le=100_000, description="TCPConnector limit")
     connections_per_host: int = Field(default=0, ge=0, description="0 = no per-host limit")
-    max_in_flight: int = Field(
-        default=4096, ge=1, description="arrivals beyond this many in flight are recorded as dropped"
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="arrivals beyond this many in flight are recorded as dropped; default and maximum: "
+        "connections (HTTP/1.1 carries one request per connection, and requests beyond the "
+        "connection limit would otherwise wait invisibly in the client's pool)",
     )
     lag_budget_ms: float = Field(
         default=1000.0, gt=0, description="an arrival that cannot start this late is dropped"
@@ -141,11 +145,33 @@ class Client(Strict):
     sock_read_timeout_s: float = Field(default=30.0, gt=0, description="max gap between reads")
     request_timeout_s: float = Field(default=60.0, gt=0, description="whole request, first to last byte")
 
+    @model_validator(mode="after")
+    def _in_flight_within_connections(self) -> Client:
+        if self.max_in_flight is not None and self.max_in_flight > self.connections:
+            raise ValueError(
+                f"max_in_flight ({self.max_in_flight}) exceeds connections ({self.connections}): requests "
+                "beyond the connection limit would queue invisibly in the pool; raise connections or "
+                "lower max_in_flight"
+            )
+        return self
+
+    @property
+    def in_flight_cap(self) -> int:
+        return self.max_in_flight if self.max_in_flight is not None else self.connections
+
 
 class Validity(Strict):
-    """Bounds beyond which the load generator, not the target, limited the run."""
+    """When a run cannot pass: the load generator limited it, or the planned load was not delivered."""
 
-    max_schedule_lag_p99_ms: float = Field(default=50.0, gt=0)
+    max_schedule_lag_p99_ms: float = Field(
+        default=50.0, gt=0, description="p99 of (sent - intended) above this: harness-bound"
+    )
+    max_event_loop_lag_p99_ms: float = Field(
+        default=20.0, gt=0, description="p99 lateness of a 10 ms timer above this: harness-bound"
+    )
+    max_dropped_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="dropped arrivals / planned above this: the run fails"
+    )
 
 
 class Profile(Strict):

@@ -149,6 +149,19 @@ _DONE_EVENT: Final = (EV_DONE,)
 
 TRUNCATED: Final = "stream ended before [DONE]"
 TRUNCATED_EVENT: Final = "stream ended inside an event"
+MALFORMED_PREFIX: Final = "malformed "  # "malformed chunk: ..." / "malformed body: ..."
+
+
+def error_kind(error: str) -> str:
+    """The record's error kind for a parser error: ``reset`` (cut short), ``protocol`` (bytes
+    that are not the wire format) or ``stream_error`` (the server reported an error)."""
+    if error in (TRUNCATED, TRUNCATED_EVENT):
+        return "reset"
+    if error.startswith(MALFORMED_PREFIX):
+        return "protocol"
+    return "stream_error"
+
+
 _SDK_DEFAULT_ERROR: Final = "An error occurred during streaming"  # what the openai SDK says
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
@@ -247,7 +260,7 @@ class ChatStreamParser:
                     if events is not None:
                         events.append(_DONE_EVENT)
                 else:
-                    self._fail("malformed chunk: " + _snippet(payload), events)
+                    self._fail(MALFORMED_PREFIX + "chunk: " + _snippet(payload), events)
                 break
             try:
                 err = obj.get("error")
@@ -305,7 +318,7 @@ class ChatStreamParser:
                     if events is not None:
                         events.append((EV_USAGE, self.usage_in, self.usage_out))
             except (AttributeError, TypeError):  # valid JSON of an unexpected shape
-                self._fail("malformed chunk: " + _snippet(payload), events)
+                self._fail(MALFORMED_PREFIX + "chunk: " + _snippet(payload), events)
                 break
         self.content_chunks += counted
         self.tokens_out_approx += total
@@ -355,9 +368,9 @@ def parse_chat_response(body: bytes) -> ChatResult:
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return ChatResult("", 0, None, None, None, None, "malformed body: " + _snippet(body))
+        return ChatResult("", 0, None, None, None, None, MALFORMED_PREFIX + "body: " + _snippet(body))
     if not isinstance(obj, dict):
-        return ChatResult("", 0, None, None, None, None, "malformed body: " + _snippet(body))
+        return ChatResult("", 0, None, None, None, None, MALFORMED_PREFIX + "body: " + _snippet(body))
     if obj.get("error"):
         code, message = parse_error_body(body)
         return ChatResult("", 0, None, None, None, None, _format_error(code, message))
@@ -389,7 +402,7 @@ def parse_chat_response(body: bytes) -> ChatResult:
             None,
         )
     except (AttributeError, TypeError):
-        return ChatResult("", 0, None, None, None, None, "malformed body: " + _snippet(body))
+        return ChatResult("", 0, None, None, None, None, MALFORMED_PREFIX + "body: " + _snippet(body))
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
