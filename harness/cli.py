@@ -27,8 +27,9 @@ app = typer.Typer(
 profiles_app = typer.Typer(no_args_is_help=True, help="Validate profiles and print their schema.")
 app.add_typer(profiles_app, name="profiles")
 
-err = Console(stderr=True)
-out = Console()
+# soft_wrap: CI logs are not terminals; a wrapped verdict line is harder to grep
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _fail(exc: HarnessError) -> typer.Exit:
