@@ -33,6 +33,7 @@ from aiohttp import web
 
 from harness.mocks.latency import LatencyModel
 from harness.mocks.ledger import Ledger
+from harness.mocks.runtime import EndpointRuntime
 from harness.profile.models import FleetEndpoint
 from harness.protocols import azure_openai as wire
 from harness.protocols.fingerprint import mock_headers, vendor_headers
@@ -322,9 +323,9 @@ class _AzureChat:
         return resp
 
 
-def make_azure_app(endpoint: FleetEndpoint, ledger: Ledger, seed: int) -> web.Application:
-    """An aiohttp app serving one mock Azure OpenAI endpoint, recording into ``ledger``."""
-    chat = _AzureChat(endpoint, ledger, seed)
+def make_azure_app(runtime: EndpointRuntime) -> web.Application:
+    """An aiohttp app serving one mock Azure OpenAI endpoint, recording into its runtime's ledger."""
+    chat = _AzureChat(runtime.endpoint, runtime.ledger, runtime.seed)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", chat.deployment_route)
     app.router.add_post("/openai/v1/chat/completions", chat.v1_route)

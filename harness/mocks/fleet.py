@@ -30,6 +30,7 @@ from aiohttp import web
 from harness.errors import ExitCode, HarnessError, InfrastructureError
 from harness.mocks.azure_openai import make_azure_app
 from harness.mocks.ledger import Ledger, table_to_parquet_bytes
+from harness.mocks.runtime import EndpointRuntime
 from harness.profile import load_fleet
 from harness.profile.models import Fleet, FleetEndpoint
 from harness.results.schema import LEDGER_SCHEMA
@@ -37,7 +38,7 @@ from harness.results.schema import LEDGER_SCHEMA
 PARQUET_CONTENT_TYPE: Final = "application/vnd.apache.parquet"
 ENDPOINT_KEYS: Final = ("name", "cloud", "dialect", "region", "base_url", "admin_url", "deployments")
 
-AppFactory = Callable[[FleetEndpoint, Ledger, int], web.Application]
+AppFactory = Callable[[EndpointRuntime], web.Application]
 APP_FACTORIES: Final[dict[str, AppFactory]] = {"azure_openai": make_azure_app}
 
 _WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})
@@ -65,7 +66,7 @@ def _bound_port(runner: web.AppRunner) -> int:
 class RunningFleet:
     """A started fleet: its endpoints' addresses, their ledgers, and ``stop()``."""
 
-    __slots__ = ("_runners", "admin_url", "endpoints", "fleet", "ledgers")
+    __slots__ = ("_runners", "admin_url", "endpoints", "fleet", "ledgers", "runtimes")
 
     def __init__(
         self,
@@ -76,6 +77,8 @@ class RunningFleet:
         runners: list[web.AppRunner],
     ) -> None:
         self.fleet = fleet
+        self.runtimes: list[EndpointRuntime] = []
+        """One per endpoint, in fleet order: faults and state are switched through these."""
         self.endpoints = endpoints
         """One dict per endpoint, keys ``ENDPOINT_KEYS``."""
         self.ledgers = ledgers
@@ -145,17 +148,27 @@ async def start_fleet(fleet: Fleet, *, admin_host: str = "127.0.0.1", admin_port
     """
     runners: list[web.AppRunner] = []
     ledgers: list[Ledger] = []
+    runtimes: list[EndpointRuntime] = []
     bound: list[tuple[FleetEndpoint, int]] = []
     try:
         for index, endpoint in enumerate(fleet.endpoints):
             ledger = Ledger()
-            app = APP_FACTORIES[endpoint.dialect](endpoint, ledger, endpoint_seed(fleet.seed, index))
+            factory = APP_FACTORIES.get(endpoint.dialect)
+            if factory is None:
+                raise InfrastructureError(
+                    f"endpoint {endpoint.name!r}: no mock for dialect {endpoint.dialect!r} yet",
+                    f"use one of: {', '.join(sorted(APP_FACTORIES))}",
+                )
+            runtime = EndpointRuntime(endpoint, ledger, endpoint_seed(fleet.seed, index))
+            runtimes.append(runtime)
+            app = factory(runtime)
             runner = await _start_site(app, endpoint.host, endpoint.port, f"endpoint {endpoint.name!r}")
             runners.append(runner)
             ledgers.append(ledger)
             bound.append((endpoint, _bound_port(runner)))
 
         running = RunningFleet(fleet, [], ledgers, "", runners)
+        running.runtimes = runtimes
         admin = await _start_site(_admin_app(running), admin_host, admin_port, "admin API")
     except BaseException:
         await asyncio.gather(*(r.cleanup() for r in runners), return_exceptions=True)

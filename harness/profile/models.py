@@ -16,7 +16,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # The APIs the harness can drive. The request class (stateless/stateful) is derived from the
 # API and its flags by harness.compliance, never taken from a label in the profile.
 Api = Literal["chat.completions"]
-Dialect = Literal["azure_openai"]
+Dialect = Literal["azure_openai", "openai", "bedrock", "vertex"]
 # Hosting clouds: who actually runs the hardware. "other" covers non-hyperscaler capacity.
 Cloud = Literal["azure", "openai", "aws", "gcp", "oracle", "other"]
 
@@ -220,6 +220,37 @@ class Latency(Strict):
     )
 
 
+class RateLimits(Strict):
+    """Token buckets per deployment, refilled continuously; an empty bucket answers 429 with the
+    cloud's own body and retry headers."""
+
+    requests_per_min: int | None = Field(default=None, ge=1)
+    tokens_per_min: int | None = Field(default=None, ge=1, description="prompt + max output tokens")
+
+
+class Capacity(Strict):
+    """Load-dependent queueing per deployment: at most ``max_concurrency`` requests generate at
+    once; more wait in a FIFO queue (their TTFT grows), and beyond ``max_queue`` waiting the
+    endpoint answers 429, as a saturated real deployment does. Capacity tests find this knee."""
+
+    max_concurrency: int | None = Field(default=None, ge=1)
+    max_queue: int = Field(default=1000, ge=0)
+
+
+class Faults(Strict):
+    """Injected faults, each a probability per request (seeded); switchable at run time through
+    the admin API."""
+
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    error_status: int = Field(default=500, ge=400, le=599)
+    reset_rate: float = Field(default=0.0, ge=0, le=1, description="close the connection before answering")
+    midstream_disconnect_rate: float = Field(default=0.0, ge=0, le=1)
+    slow_first_byte_rate: float = Field(default=0.0, ge=0, le=1)
+    slow_first_byte_ms: float = Field(default=0.0, ge=0)
+    malformed_rate: float = Field(default=0.0, ge=0, le=1, description="corrupt one stream chunk")
+    outage: bool = Field(default=False, description="region outage: every request gets 503")
+
+
 class FleetEndpoint(Strict):
     """One mock endpoint: a listening port that speaks one dialect as one cloud in one region."""
 
@@ -229,8 +260,13 @@ class FleetEndpoint(Strict):
     region: str
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
-    deployments: list[str] = Field(min_length=1)
+    deployments: list[str] = Field(
+        min_length=1, description="Azure deployment names; model ids for openai, bedrock and vertex"
+    )
     latency: Latency = Field(default_factory=Latency)
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    capacity: Capacity = Field(default_factory=Capacity)
+    faults: Faults = Field(default_factory=Faults)
 
     _name = field_validator("name")(_check_name)
 
