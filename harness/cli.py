@@ -1,8 +1,8 @@
 """``harness``: the command line. Thin: parses flags, calls the library, maps errors to exit codes.
 
-Exit codes (harness.errors.ExitCode): 0 pass · 1 a gate or compliance check failed ·
-2 invalid input (nothing started) · 3 harness-bound (results untrustworthy) ·
-4 infrastructure (fleet/worker could not start) · 130 interrupted (partial results written).
+Exit codes (harness.errors.ExitCode): 0 pass · 1 compliance failed · 2 invalid input (nothing
+started) · 3 harness-bound (results untrustworthy) · 4 infrastructure (fleet/worker could not
+start) · 5 thresholds failed · 130 interrupted (partial results written).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ problems abort a run.
     │   └── TraceError                a trace file row that cannot be read (file and line)
     ├── SecretMissingError            an environment variable named by the profile is unset
     ├── RemoteTargetError             a non-loopback target without ``allow_remote = true``
-    └── InfrastructureError           exit FAILED: the mock fleet or a worker failed to start
+    └── InfrastructureError           exit INFRASTRUCTURE: the mock fleet or a worker failed to start
 
 Exit codes are part of the CLI's API (k6 uses 99 and 104 the same way):
 """
@@ -27,14 +27,16 @@ class ExitCode(IntEnum):
 
     PASS = 0
     """The run completed, every threshold held and no compliance rule was violated."""
-    FAILED = 1
-    """A threshold (gate) or a compliance rule failed."""
+    COMPLIANCE_FAILED = 1
+    """A routing-compliance rule was violated (the product's first gate: misroutes cost the most)."""
     INVALID_INPUT = 2
     """A profile, fleet, policy, trace or flag was invalid; nothing was started."""
     HARNESS_BOUND = 3
     """The load generator itself could not keep the schedule; results are untrustworthy."""
     INFRASTRUCTURE = 4
     """The embedded fleet, a worker or the results directory could not be set up."""
+    THRESHOLDS_FAILED = 5
+    """An SLO threshold failed (including the built-in ones: dropped load, no success)."""
     INTERRUPTED = 130
     """The run was interrupted (SIGINT/SIGTERM); partial results were written."""
 

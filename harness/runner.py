@@ -334,15 +334,17 @@ def _judge_and_summarize(
         reasons.append(
             f"{compliance['violations_total']} routing violation(s) of policy {compliance['policy']}"
         )
-        exit_code = ExitCode.FAILED
+        exit_code = ExitCode.COMPLIANCE_FAILED
     if counts["planned"] > 0 and counts["ok"] == 0:
         reasons.append("no request succeeded")
-        exit_code = ExitCode.FAILED
+        if exit_code == ExitCode.PASS:
+            exit_code = ExitCode.THRESHOLDS_FAILED
     if counts["planned"] and counts["dropped"] / counts["planned"] > validity.max_dropped_fraction:
         reasons.append(
             f"{counts['dropped']} of {counts['planned']} arrivals dropped: the planned load was not delivered"
         )
-        exit_code = ExitCode.FAILED
+        if exit_code == ExitCode.PASS:
+            exit_code = ExitCode.THRESHOLDS_FAILED
     if bound_reasons:
         # results measured by a saturated generator cannot pass, whatever else they say
         reasons.append("harness-bound (" + "; ".join(bound_reasons) + "): results untrustworthy")

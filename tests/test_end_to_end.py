@@ -59,7 +59,7 @@ def test_misrouted_profile_fails_with_exact_violation_count(tmp_path: Path) -> N
         str(tmp_path),
         "--no-progress",
     )
-    assert result.returncode == ExitCode.FAILED, result.stdout + result.stderr
+    assert result.returncode == ExitCode.COMPLIANCE_FAILED, result.stdout + result.stderr
     assert "FAIL" in result.stdout
     run_dir = only_run_dir(tmp_path)
     ledger = pd.read_parquet(run_dir / "ledger.parquet")

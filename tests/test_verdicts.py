@@ -114,7 +114,7 @@ async def test_dropped_arrivals_fail_the_run(tmp_path: Path) -> None:
         )
     finally:
         await runner.cleanup()
-    assert code == ExitCode.FAILED, out
+    assert code == ExitCode.THRESHOLDS_FAILED, out
     assert "arrivals dropped" in out
     summary = json.loads((run_dir_of(tmp_path / "r") / "summary.json").read_text())
     assert summary["counts"]["dropped"] > 30
@@ -138,7 +138,7 @@ async def test_no_success_fails_the_run(tmp_path: Path) -> None:
         )
     finally:
         await runner.cleanup()
-    assert code == ExitCode.FAILED, out
+    assert code == ExitCode.THRESHOLDS_FAILED, out
     assert "no request succeeded" in out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import os
 import signal
 import sys
@@ -39,7 +40,23 @@ PARQUET_CONTENT_TYPE: Final = "application/vnd.apache.parquet"
 ENDPOINT_KEYS: Final = ("name", "cloud", "dialect", "region", "base_url", "admin_url", "deployments")
 
 AppFactory = Callable[[EndpointRuntime], web.Application]
-APP_FACTORIES: Final[dict[str, AppFactory]] = {"azure_openai": make_azure_app}
+
+
+def _lazy(module: str, factory: str) -> AppFactory:
+    """A factory imported on first use, so a fleet without Bedrock never imports its code."""
+
+    def make(runtime: EndpointRuntime) -> web.Application:
+        return getattr(importlib.import_module(module), factory)(runtime)  # type: ignore[no-any-return]
+
+    return make
+
+
+APP_FACTORIES: Final[dict[str, AppFactory]] = {
+    "azure_openai": make_azure_app,
+    "openai": _lazy("harness.mocks.azure_openai", "make_openai_app"),
+    "bedrock": _lazy("harness.mocks.bedrock", "make_bedrock_app"),
+    "vertex": _lazy("harness.mocks.vertex", "make_vertex_app"),
+}
 
 _WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})
 # aiohttp waits up to this long for in-flight requests (long streams) at stop(), twice: once for

@@ -174,6 +174,16 @@ class Validity(Strict):
     )
 
 
+class Gate(Strict):
+    """How thresholds are applied."""
+
+    abort_on_fail: bool = Field(default=False, description="stop the run early once a threshold fails")
+    abort_grace_s: float = Field(default=10.0, ge=0, description="no early abort in the first seconds")
+    baseline: str | None = Field(
+        default=None, description="run directory that `baseline` in threshold expressions refers to"
+    )
+
+
 class Profile(Strict):
     """A load-test profile: what to send, how fast, where, and how to judge it."""
 
@@ -185,6 +195,11 @@ class Profile(Strict):
     client: Client = Field(default_factory=Client)
     validity: Validity = Field(default_factory=Validity)
     scenarios: list[Scenario] = Field(min_length=1)
+    thresholds: list[str] = Field(
+        default_factory=list,
+        description="SLO expressions such as 'p99(ttft{scenario=\"chat\"}) < 800ms' (docs/gates.md)",
+    )
+    gate: Gate = Field(default_factory=Gate)
 
     _name = field_validator("name")(_check_name)
 
