@@ -10,6 +10,8 @@ from harness.profile.models import Profile
 from harness.workload import build_plan
 from harness.workload.arrivals import constant, poisson
 
+NS = 1_000_000_000
+
 
 def make_profile(scenarios: list[dict], seed: int = 1, duration_s: float = 10) -> Profile:
     return Profile.model_validate(
@@ -114,3 +116,82 @@ def test_scenarios_merge_in_time_order_with_global_index() -> None:
     only_b = [p.offset_ns for p in plan if p.scenario == 1]
     alone = [p.offset_ns for p in build_plan(make_profile([b]))]
     assert only_b == alone  # adding scenario "a" does not change scenario "b"
+
+
+def test_gamma_rate_and_burstiness() -> None:
+    """Gamma gaps keep the mean rate; their coefficient of variation is 1/sqrt(burstiness)."""
+    from harness.workload.arrivals import gamma
+
+    for k in (0.25, 1.0, 4.0):
+        offsets = list(gamma(500.0, k, 100.0, random.Random(11)))
+        assert abs(len(offsets) / 100.0 - 500.0) / 500.0 < 0.03
+        gaps = [b - a for a, b in itertools.pairwise(offsets)]
+        cv = statistics.pstdev(gaps) / statistics.mean(gaps)
+        assert abs(cv - 1 / k**0.5) / (1 / k**0.5) < 0.08, (k, cv)
+
+
+def _arrival(spec: dict):  # type: ignore[no-untyped-def]
+    return (
+        make_profile([{"name": "s", "arrival": spec, "routes": [{"endpoint": "a", "deployment": "d"}]}])
+        .scenarios[0]
+        .arrival
+    )
+
+
+def test_ramp_deterministic_follows_the_intensity() -> None:
+    """A 0→100 rps ramp over 10 s yields 500 arrivals, a quarter of them in the first half."""
+    from harness.workload.arrivals import offsets_ns
+
+    arrival = _arrival({"process": "ramp", "start_rps": 0, "end_rps": 100})
+    offsets = list(offsets_ns(arrival, 10.0, random.Random(1)))
+    assert len(offsets) == 500  # Λ(10 s) = 500: arrivals k = 0..499, like constant's i = 0..n-1
+    first_half = sum(1 for t in offsets if t < 5 * NS)
+    assert first_half == 125  # Λ(5 s) = 125
+    assert offsets == sorted(offsets)
+
+
+def test_ramp_then_hold_and_poisson_variant() -> None:
+    """After ramp_s the end rate holds; the Poisson variant has the same expected count."""
+    from harness.workload.arrivals import mean_rate_rps, offsets_ns
+
+    arrival = _arrival({"process": "ramp", "start_rps": 100, "end_rps": 300, "ramp_s": 10})
+    det = list(offsets_ns(arrival, 20.0, random.Random(1)))
+    assert len(det) == 2000 + 3000  # ramp area (100+300)/2 × 10 s, then 300 rps × 10 s
+    assert mean_rate_rps(arrival, 20.0) == 250.0
+    late = [t for t in det if t >= 15 * NS]
+    assert abs(len(late) - 1500) <= 1  # 300 rps held for the last 5 s
+    pois = _arrival({"process": "ramp", "start_rps": 100, "end_rps": 300, "ramp_s": 10, "poisson": True})
+    counts = [len(list(offsets_ns(pois, 20.0, random.Random(seed)))) for seed in range(5)]
+    assert abs(statistics.mean(counts) - 5000) < 5000 * 0.02
+
+
+def test_steps_hold_each_rate() -> None:
+    """Each step holds its rate for its duration; the last holds until the run ends."""
+    from harness.workload.arrivals import mean_rate_rps, offsets_ns
+
+    arrival = _arrival(
+        {
+            "process": "steps",
+            "steps": [
+                {"rate_rps": 10, "duration_s": 2},
+                {"rate_rps": 0, "duration_s": 1},
+                {"rate_rps": 50, "duration_s": 1},
+            ],
+        }
+    )
+    offsets = list(offsets_ns(arrival, 6.0, random.Random(1)))
+    per_second = [sum(1 for t in offsets if s * NS <= t < (s + 1) * NS) for s in range(6)]
+    assert per_second == [10, 10, 0, 50, 50, 50]
+    assert mean_rate_rps(arrival, 6.0) == (20 + 150) / 6
+
+
+def test_scaled_arrival_multiplies_every_rate() -> None:
+    """Scaling keeps the process and its shape and multiplies each rate."""
+    from harness.workload.arrivals import scaled_arrival
+
+    ramp = scaled_arrival(_arrival({"process": "ramp", "start_rps": 1, "end_rps": 3}), 2.0)
+    assert (ramp.start_rps, ramp.end_rps) == (2.0, 6.0)
+    steps = scaled_arrival(_arrival({"process": "steps", "steps": [{"rate_rps": 5, "duration_s": 1}]}), 3.0)
+    assert steps.steps[0].rate_rps == 15.0
+    g = scaled_arrival(_arrival({"process": "gamma", "rate_rps": 4, "burstiness": 0.5}), 0.5)
+    assert (g.rate_rps, g.burstiness) == (2.0, 0.5)

@@ -48,7 +48,51 @@ class PoissonArrival(Strict):
     rate_rps: float = Field(gt=0, le=1_000_000, description="mean arrivals per second")
 
 
-Arrival = Annotated[ConstantArrival | PoissonArrival, Field(discriminator="process")]
+class GammaArrival(Strict):
+    """Gamma-distributed gaps of mean ``1 / rate_rps``: ``burstiness`` is the gamma shape k (as in
+    vLLM's benchmark): k = 1 is Poisson, k < 1 is burstier (gap CV = 1/sqrt(k)), k > 1 smoother."""
+
+    process: Literal["gamma"]
+    rate_rps: float = Field(gt=0, le=1_000_000)
+    burstiness: float = Field(default=1.0, gt=0, le=1000)
+
+
+class RampArrival(Strict):
+    """The rate moves linearly from ``start_rps`` to ``end_rps`` over ``ramp_s`` (default: the run),
+    then holds ``end_rps``. Arrivals are evenly spaced in cumulative intensity, or a
+    non-homogeneous Poisson process with ``poisson = true``."""
+
+    process: Literal["ramp"]
+    start_rps: float = Field(ge=0, le=1_000_000)
+    end_rps: float = Field(ge=0, le=1_000_000)
+    ramp_s: float | None = Field(default=None, gt=0)
+    poisson: bool = False
+
+    @model_validator(mode="after")
+    def _some_rate(self) -> RampArrival:
+        if self.start_rps == 0 and self.end_rps == 0:
+            raise ValueError("start_rps and end_rps cannot both be 0")
+        return self
+
+
+class Step(Strict):
+    rate_rps: float = Field(ge=0, le=1_000_000)
+    duration_s: float = Field(gt=0)
+
+
+class StepsArrival(Strict):
+    """Piecewise-constant rate: each step holds ``rate_rps`` for ``duration_s``; the last step
+    holds until the run ends. Evenly spaced within a step, or Poisson with ``poisson = true``."""
+
+    process: Literal["steps"]
+    steps: list[Step] = Field(min_length=1)
+    poisson: bool = False
+
+
+Arrival = Annotated[
+    ConstantArrival | PoissonArrival | GammaArrival | RampArrival | StepsArrival,
+    Field(discriminator="process"),
+]
 
 
 # --------------------------------------------------------------------------- profile

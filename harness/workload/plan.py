@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from itertools import accumulate
 
 from harness.profile.models import Profile, Scenario
-from harness.workload.arrivals import offsets_ns
+from harness.workload.arrivals import mean_rate_rps, offsets_ns
 
 
 class Planned:
@@ -65,5 +65,5 @@ def build_plan(profile: Profile) -> Iterator[Planned]:
 
 
 def planned_rate_rps(profile: Profile) -> float:
-    """The profile's total mean arrival rate."""
-    return sum(s.arrival.rate_rps for s in profile.scenarios)
+    """The profile's total mean arrival rate over its duration."""
+    return sum(mean_rate_rps(s.arrival, profile.duration_s) for s in profile.scenarios)
