@@ -239,3 +239,77 @@ async def test_lag_budget_drops_late_arrivals(stream: bool) -> None:
     assert 15 <= outcomes["dropped"] <= 25
     assert {r.error_kind for r in records if r.outcome == "dropped"} == {"lag_budget"}
     assert outcomes["ok"] == 50 - outcomes["dropped"]
+
+
+async def test_honour_retry_after_retries_and_records_attempts() -> None:
+    """With honour-retry-after, 429s carrying retry-after-ms are retried; attempts and wait are recorded."""
+    seen = Counter[str]()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        rid = request.headers["x-ms-client-request-id"]
+        seen[rid] += 1
+        if seen[rid] <= 2:
+            return web.Response(
+                status=429,
+                body=wire.error_body("429", "Rate limit is exceeded."),
+                headers={"retry-after-ms": "30", "retry-after": "1"},
+                content_type="application/json",
+            )
+        return web.Response(
+            body=wire.chat_completion_body("id", 1, "m", "hi there", 3, 2), content_type="application/json"
+        )
+
+    runner, url = await start_server(handler)
+    try:
+        prof = profile(20, 0.25, stream=False, retry={"policy": "honour-retry-after", "max_attempts": 3})
+        records, _ = await run_engine(prof, url)
+        none_prof = profile(20, 0.25, stream=False)
+        seen.clear()
+        plain, _ = await run_engine(none_prof, url)
+    finally:
+        await runner.cleanup()
+    check_invariant(records, 5)
+    for r in records:
+        assert (r.outcome, r.attempts, r.status) == ("ok", 3, 200)
+        assert r.retry_wait_ns >= 2 * 30_000_000  # waited retry-after-ms (not retry-after) twice
+        assert r.attempt_sent_ns is not None and r.sent_ns is not None
+        assert r.attempt_sent_ns - r.sent_ns >= r.retry_wait_ns
+        assert r.done_ns - r.attempt_sent_ns < r.done_ns - r.sent_ns  # latency without vs with retries
+    assert {(r.outcome, r.error_kind, r.attempts) for r in plain} == {("error", "http_429", 1)}
+
+
+async def test_retry_gives_up_at_max_attempts_and_long_waits() -> None:
+    """Retries stop at max_attempts, and a Retry-After beyond max_wait_s is recorded, not waited."""
+    wait_ms = {"value": "10"}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=429, headers={"retry-after-ms": wait_ms["value"]}, body=b"{}")
+
+    runner, url = await start_server(handler)
+    try:
+        retry = {"policy": "honour-retry-after", "max_attempts": 2, "max_wait_s": 5}
+        capped, _ = await run_engine(profile(20, 0.1, stream=False, retry=retry), url)
+        wait_ms["value"] = "10000"  # 10 s > max_wait_s
+        retry = {"policy": "honour-retry-after", "max_attempts": 5, "max_wait_s": 5}
+        too_long, _ = await run_engine(profile(20, 0.1, stream=False, retry=retry), url)
+    finally:
+        await runner.cleanup()
+    assert {(r.outcome, r.error_kind, r.attempts) for r in capped} == {("error", "http_429", 2)}
+    assert {(r.outcome, r.error_kind, r.attempts, r.retry_wait_ns) for r in too_long} == {
+        ("error", "http_429", 1, 0)
+    }
+
+
+def test_retry_after_parsing() -> None:
+    """retry-after-ms wins; retry-after takes seconds or an HTTP date; nonsense means no delay."""
+    from datetime import UTC, datetime
+
+    from harness.protocols.retry import retry_after_s
+
+    now = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_s({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry_after_s({"retry-after": "1.5"}) == 1.5
+    assert retry_after_s({"retry-after": "Sun, 22 Nov 2026 12:00:30 GMT"}, now=now) == 30.0
+    assert retry_after_s({"retry-after": "soon"}) is None
+    assert retry_after_s({"retry-after-ms": "nan", "retry-after": "2"}) == 2.0
+    assert retry_after_s({}) is None

@@ -16,6 +16,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import aiohttp
 
@@ -30,6 +31,7 @@ from harness.protocols.azure_openai import (
     parse_error_body,
 )
 from harness.protocols.fingerprint import attribute
+from harness.protocols.retry import retry_after_s
 from harness.results.record import Record
 
 RecordSink = Callable[[Record], None]
@@ -106,6 +108,7 @@ class Dispatcher:
         self.id_prefix = id_prefix or request_id_prefix()
         self.lag_budget_ns = int(client.lag_budget_ms * 1_000_000)
         self.max_in_flight = client.in_flight_cap
+        self.retry = client.retry
         self.counters = Counters()
         self.schedule_lag = LatencyHistogram()
         self.loop_lag = LatencyHistogram()
@@ -224,46 +227,24 @@ class Dispatcher:
     # ------------------------------------------------------------------ one request
 
     async def _send(self, route: PreparedRoute, rec: Record) -> None:
+        """Send one planned request (with retries by policy) and hand its record to the sink once."""
         mono = time.monotonic_ns
         epoch_ns = self.epoch_ns
         counters = self.counters
-        assert self._session is not None
         try:
-            async with self._session.post(
-                route.url, data=route.body, headers=route.headers_for(rec.request_id)
-            ) as resp:
-                rec.first_byte_ns = mono() - epoch_ns
-                status = resp.status
-                rec.status = status
-                fp = attribute(resp.headers)
-                rec.fp_cloud = fp.cloud
-                rec.fp_region = fp.region
-                rec.fp_request_id = fp.request_id
-                rec.mock_cloud = fp.mock_cloud
-                rec.mock_region = fp.mock_region
-                if status >= 400:
-                    body = await resp.read()
-                    rec.done_ns = mono() - epoch_ns
-                    rec.bytes_in = len(body)
-                    code, message = parse_error_body(body)
-                    rec.outcome = "error"
-                    rec.error_kind = status_error_kind(status)
-                    rec.error_detail = f"{code}: {message}"[:300] if code else (message or "")[:300]
-                elif route.stream:
-                    await self._read_stream(resp, rec, route)
-                else:
-                    body = await resp.read()
-                    rec.done_ns = mono() - epoch_ns
-                    rec.bytes_in = len(body)
-                    result = parse_chat_response(body)
-                    rec.response_id = result.response_id
-                    self._set_tokens(rec, route, result.usage_in, result.usage_out, result.tokens_out_approx)
-                    if result.error:
-                        rec.outcome = "error"
-                        rec.error_kind = error_kind(result.error)
-                        rec.error_detail = result.error[:300]
-                    else:
-                        rec.first_token_ns = rec.done_ns
+            rec.attempts = 1
+            rec.attempt_sent_ns = rec.sent_ns
+            while True:
+                wait_s = await self._attempt(route, rec)
+                if wait_s is None:
+                    break
+                t0 = mono()
+                await asyncio.sleep(wait_s)
+                rec.retry_wait_ns += mono() - t0
+                rec.attempts += 1
+                rec.attempt_sent_ns = mono() - epoch_ns
+                rec.outcome = "ok"
+                rec.error_kind = rec.error_detail = None
         except asyncio.CancelledError:
             rec.outcome = "cancelled"
             rec.error_kind = "interrupted"
@@ -294,6 +275,59 @@ class Dispatcher:
             counters.in_flight -= 1
             self.sink(rec)
 
+    async def _attempt(self, route: PreparedRoute, rec: Record) -> float | None:
+        """One attempt; returns the seconds to wait before the next one, or None when done."""
+        mono = time.monotonic_ns
+        epoch_ns = self.epoch_ns
+        assert self._session is not None
+        async with self._session.post(
+            route.url, data=route.body, headers=route.headers_for(rec.request_id)
+        ) as resp:
+            rec.first_byte_ns = mono() - epoch_ns
+            status = resp.status
+            rec.status = status
+            fp = attribute(resp.headers)
+            rec.fp_cloud = fp.cloud
+            rec.fp_region = fp.region
+            rec.fp_request_id = fp.request_id
+            rec.mock_cloud = fp.mock_cloud
+            rec.mock_region = fp.mock_region
+            if status >= 400:
+                body = await resp.read()
+                rec.done_ns = mono() - epoch_ns
+                rec.bytes_in += len(body)
+                code, message = parse_error_body(body)
+                rec.outcome = "error"
+                rec.error_kind = status_error_kind(status)
+                rec.error_detail = f"{code}: {message}"[:300] if code else (message or "")[:300]
+                return self._retry_delay(status, resp.headers, rec.attempts)
+            if route.stream:
+                await self._read_stream(resp, rec, route)
+                return None
+            body = await resp.read()
+            rec.done_ns = mono() - epoch_ns
+            rec.bytes_in += len(body)
+            result = parse_chat_response(body)
+            rec.response_id = result.response_id
+            self._set_tokens(rec, route, result.usage_in, result.usage_out, result.tokens_out_approx)
+            if result.error:
+                rec.outcome = "error"
+                rec.error_kind = error_kind(result.error)
+                rec.error_detail = result.error[:300]
+            else:
+                rec.first_token_ns = rec.done_ns
+            return None
+
+    def _retry_delay(self, status: int, headers: Any, attempts: int) -> float | None:
+        """The policy's decision: wait this long and retry, or record the answer (None)."""
+        retry = self.retry
+        if retry.policy == "none" or attempts >= retry.max_attempts or status not in retry.statuses:
+            return None
+        delay = retry_after_s(headers)
+        if delay is None or delay > retry.max_wait_s:
+            return None
+        return delay
+
     async def _read_stream(self, resp: aiohttp.ClientResponse, rec: Record, route: PreparedRoute) -> None:
         mono = time.monotonic_ns
         epoch_ns = self.epoch_ns
@@ -312,7 +346,7 @@ class Dispatcher:
         finally:
             # also on a reset or timeout mid-stream: keep what arrived (a failure is data)
             rec.done_ns = mono() - epoch_ns
-            rec.bytes_in = nbytes
+            rec.bytes_in += nbytes
             rec.chunks = parser.content_chunks
             if token_ns:
                 rec.first_token_ns = token_ns[0]

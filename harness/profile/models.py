@@ -170,6 +170,22 @@ class Target(Strict):
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
 
 
+class Retry(Strict):
+    """What the generator does with a throttled or unavailable answer.
+
+    ``none`` records it as it came (the default: a load test measures the target, not the SDK).
+    ``honour-retry-after`` waits as the server asks — ``retry-after-ms`` first, then
+    ``retry-after`` (seconds or an HTTP date) — and tries again, up to ``max_attempts`` in all;
+    an answer without either header, or asking for more than ``max_wait_s``, is recorded as is.
+    The request keeps its in-flight slot while it waits.
+    """
+
+    policy: Literal["none", "honour-retry-after"] = "none"
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    max_wait_s: float = Field(default=60.0, gt=0, le=3600)
+    statuses: list[int] = Field(default_factory=lambda: [429, 503])
+
+
 class Client(Strict):
     """Resource limits of the load generator, all explicit (aiohttp's defaults are not)."""
 
@@ -188,6 +204,7 @@ class Client(Strict):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     sock_read_timeout_s: float = Field(default=30.0, gt=0, description="max gap between reads")
     request_timeout_s: float = Field(default=60.0, gt=0, description="whole request, first to last byte")
+    retry: Retry = Field(default_factory=Retry)
 
     @model_validator(mode="after")
     def _in_flight_within_connections(self) -> Client:

@@ -26,8 +26,9 @@ import pyarrow.compute as pc
 
 from harness.results.schema import OUTCOMES
 
-Origin = Literal["intended", "sent"]
-_ORIGIN_COLUMN: dict[str, str] = {"intended": "intended_ns", "sent": "sent_ns"}
+Origin = Literal["intended", "sent", "attempt"]
+# "attempt": the final attempt's send time, i.e. latency without the retries before it
+_ORIGIN_COLUMN: dict[str, str] = {"intended": "intended_ns", "sent": "sent_ns", "attempt": "attempt_sent_ns"}
 _NS_PER_MS = 1e6
 
 
@@ -44,11 +45,13 @@ def ok_mask(df: pd.DataFrame) -> npt.NDArray[np.bool_]:
     return (df["outcome"] == "ok").to_numpy(dtype=bool, na_value=False)
 
 
-def _origin_column(origin: str) -> str:
+def _origin_column(origin: str, df: pd.DataFrame | None = None) -> str:
+    if origin == "attempt" and df is not None and "attempt_sent_ns" not in df.columns:
+        return "sent_ns"  # records written before retries were recorded (schema v1)
     try:
         return _ORIGIN_COLUMN[origin]
     except KeyError:
-        raise ValueError(f"origin must be 'intended' or 'sent', got {origin!r}") from None
+        raise ValueError(f"origin must be 'intended', 'sent' or 'attempt', got {origin!r}") from None
 
 
 def _series(
@@ -70,7 +73,7 @@ def latency_ms(df: pd.DataFrame, origin: Origin = "intended") -> pd.Series:
     ``origin="intended"`` (default) measures from the planned send time, ``"sent"`` from the
     moment the request was handed to the transport. Only ``outcome == "ok"`` rows.
     """
-    return _elapsed_ms(df, "done_ns", _origin_column(origin), ok_mask(df), f"latency_ms_from_{origin}")
+    return _elapsed_ms(df, "done_ns", _origin_column(origin, df), ok_mask(df), f"latency_ms_from_{origin}")
 
 
 def ttft_ms(df: pd.DataFrame, origin: Origin = "intended") -> pd.Series:
@@ -80,7 +83,7 @@ def ttft_ms(df: pd.DataFrame, origin: Origin = "intended") -> pd.Series:
     token still had one).
     """
     rows = np.ones(len(df), dtype=bool)
-    return _elapsed_ms(df, "first_token_ns", _origin_column(origin), rows, f"ttft_ms_from_{origin}")
+    return _elapsed_ms(df, "first_token_ns", _origin_column(origin, df), rows, f"ttft_ms_from_{origin}")
 
 
 def schedule_lag_ms(df: pd.DataFrame) -> pd.Series:

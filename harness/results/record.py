@@ -55,6 +55,8 @@ class Record:
         "mock_cloud",
         "mock_region",
         "response_id",
+        "attempt_sent_ns",
+        "retry_wait_ns",
     )
 
     request_id: str
@@ -95,6 +97,8 @@ class Record:
     mock_cloud: str | None
     mock_region: str | None
     response_id: str | None
+    attempt_sent_ns: int | None
+    retry_wait_ns: int
 
     def __init__(
         self,
@@ -137,6 +141,8 @@ class Record:
         mock_cloud: str | None = None,
         mock_region: str | None = None,
         response_id: str | None = None,
+        attempt_sent_ns: int | None = None,
+        retry_wait_ns: int = 0,
     ) -> None:
         self.request_id = request_id
         self.index = index
@@ -176,6 +182,8 @@ class Record:
         self.mock_cloud = mock_cloud
         self.mock_region = mock_region
         self.response_id = response_id
+        self.attempt_sent_ns = attempt_sent_ns
+        self.retry_wait_ns = retry_wait_ns
 
     def as_row(self) -> tuple[Any, ...]:
         """The field values in ``RECORD_FIELDS`` order (the ``token_ns`` list is shared, not copied)."""
@@ -218,6 +226,8 @@ class Record:
             self.mock_cloud,
             self.mock_region,
             self.response_id,
+            self.attempt_sent_ns,
+            self.retry_wait_ns,
         )
 
     def __repr__(self) -> str:

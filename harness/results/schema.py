@@ -11,6 +11,11 @@ Glossary (all times int64 ns from the run epoch; null when the moment never happ
   first_token_ns  first chunk carrying content (not the prompt-filter or role-only chunk)
   done_ns         last byte received, or the failure noticed
   token_ns        arrival time of each content-bearing chunk (ITL = diff of this list)
+  attempt_sent_ns when the final attempt was sent (= sent_ns without retries)
+  retry_wait_ns   total time spent waiting between attempts (Retry-After), ns
+
+Retries: ``attempts`` counts the attempts made (0 when never sent). Latency "with retries" is
+measured from intended_ns (or sent_ns); "without retries" from attempt_sent_ns.
 
 Outcomes: ``planned = ok + error + timeout + dropped + cancelled`` for every run.
 """
@@ -21,7 +26,7 @@ from typing import Final
 
 import pyarrow as pa
 
-RECORD_SCHEMA_VERSION: Final = 1
+RECORD_SCHEMA_VERSION: Final = 2
 LEDGER_SCHEMA_VERSION: Final = 1
 
 OUTCOMES: Final = ("ok", "error", "timeout", "dropped", "cancelled")
@@ -86,6 +91,8 @@ RECORD_SCHEMA: Final = pa.schema(
         pa.field("mock_cloud", pa.string()),  # x-mock-cloud, present only on mock responses
         pa.field("mock_region", pa.string()),
         pa.field("response_id", pa.string()),  # chatcmpl-/resp_ id from the body
+        pa.field("attempt_sent_ns", _ts),
+        pa.field("retry_wait_ns", pa.int64(), nullable=False),
     ],
     metadata={"harness.record_schema_version": str(RECORD_SCHEMA_VERSION)},
 )

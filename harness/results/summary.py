@@ -136,6 +136,8 @@ def summarize(
         "latency_ms": {
             "from_intended": _stats(derive.latency_ms(df, "intended")),
             "from_sent": _stats(derive.latency_ms(df, "sent")),
+            # without retries: from the final attempt's send time
+            "from_last_attempt": _stats(derive.latency_ms(df, "attempt")),
         },
         "ttft_ms": {
             "from_intended": _stats(derive.ttft_ms(df, "intended")),
@@ -150,6 +152,7 @@ def summarize(
             "out_per_s": derive.tokens_per_s(df, duration_s) if duration_s > 0 else None,
             "usage_from_server_fraction": float(usage[ok].sum()) / n_ok if n_ok else None,
         },
+        "retries": _retries_block(df),
         "errors_by_kind": _value_counts(df["error_kind"]),
         "status_codes": dict(sorted(_value_counts(df["status"]).items(), key=lambda kv: int(kv[0]))),
         "by_scenario": {
@@ -160,6 +163,19 @@ def summarize(
         },
     }
     return dict(_json_ready(summary))
+
+
+def _retries_block(df: pd.DataFrame) -> dict[str, Any]:
+    """How many requests needed more than one attempt, and how long they waited in total."""
+    if "attempts" not in df.columns or "retry_wait_ns" not in df.columns:  # records before schema v2
+        return {"retried_requests": 0, "extra_attempts": 0, "retry_wait_s": 0.0}
+    attempts = df["attempts"].to_numpy(dtype=np.int64, na_value=0)
+    wait = df["retry_wait_ns"].to_numpy(dtype=np.int64, na_value=0)
+    return {
+        "retried_requests": int((attempts > 1).sum()),
+        "extra_attempts": int(np.clip(attempts - 1, 0, None).sum()),
+        "retry_wait_s": float(wait.sum()) / 1e9,
+    }
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
