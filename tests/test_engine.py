@@ -226,19 +226,22 @@ async def test_lag_budget_drops_late_arrivals(stream: bool) -> None:
 
     runner, url = await start_server(handler)
     try:
-        prof = profile(100, 0.5, stream=stream, lag_budget_ms=5)
+        prof = profile(100, 1.0, stream=stream, lag_budget_ms=50)
         endpoints = {"t": ResolvedEndpoint("t", "azure_openai", url, "k")}
         records: list[Record] = []
         epoch = RunEpoch.now(lead_ns=0)
         dispatcher = Dispatcher(prepare_routes(prof, endpoints), prof.client, epoch, records.append)
-        await asyncio.sleep(0.2)  # the dispatcher starts 200 ms after the epoch: ~20 arrivals are overdue
+        # the dispatcher starts 500 ms after the epoch: the ~45 arrivals due before 450 ms are more than
+        # 50 ms overdue; the generous budget keeps later arrivals safe from a loaded machine's jitter
+        await asyncio.sleep(0.5)
         await dispatcher.run(build_plan(prof))
     finally:
         await runner.cleanup()
-    outcomes = check_invariant(records, 50)
-    assert 15 <= outcomes["dropped"] <= 25
+    outcomes = check_invariant(records, 100)
+    assert 40 <= outcomes["dropped"] <= 52
     assert {r.error_kind for r in records if r.outcome == "dropped"} == {"lag_budget"}
-    assert outcomes["ok"] == 50 - outcomes["dropped"]
+    assert outcomes["ok"] == 100 - outcomes["dropped"]
+    assert max(r.intended_ns for r in records if r.outcome == "dropped") < 500_000_000
 
 
 async def test_honour_retry_after_retries_and_records_attempts() -> None:
