@@ -319,3 +319,49 @@ def test_retry_after_parsing() -> None:
     assert retry_after_s({"retry-after": "soon"}) is None
     assert retry_after_s({"retry-after-ms": "nan", "retry-after": "2"}) == 2.0
     assert retry_after_s({}) is None
+
+
+async def test_scenario_in_flight_cap_is_its_own() -> None:
+    """A scenario's own in-flight cap drops its arrivals without starving another scenario."""
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.Response(
+            body=wire.chat_completion_body("id", 1, "m", "hi", 1, 1), content_type="application/json"
+        )
+
+    runner, url = await start_server(handler)
+    try:
+        prof = Profile.model_validate(
+            {
+                "name": "two",
+                "duration_s": 0.5,
+                "target": {"endpoints": {"t": {"base_url": "http://127.0.0.1:1"}}},
+                "client": {"connections": 100, "request_timeout_s": 5},
+                "scenarios": [
+                    {
+                        "name": "capped",
+                        "stream": False,
+                        "max_in_flight": 3,
+                        "arrival": {"process": "constant", "rate_rps": 40},
+                        "routes": [{"endpoint": "t", "deployment": "d"}],
+                    },
+                    {
+                        "name": "free",
+                        "stream": False,
+                        "arrival": {"process": "constant", "rate_rps": 40},
+                        "routes": [{"endpoint": "t", "deployment": "d"}],
+                    },
+                ],
+            }
+        )
+        asyncio.get_running_loop().call_later(0.8, release.set)
+        records, _ = await run_engine(prof, url)
+    finally:
+        release.set()
+        await runner.cleanup()
+    check_invariant(records, 40)
+    by = Counter((r.scenario, r.outcome) for r in records)
+    assert by[("capped", "ok")] == 3 and by[("capped", "dropped")] == 17
+    assert by[("free", "ok")] == 20

@@ -6,8 +6,9 @@ than as silently lower load (coordinated omission). Every planned arrival yields
 one Record — ok, error, timeout, dropped or cancelled — whatever happens.
 
 An arrival is ``dropped`` (never silently delayed) when ``max_in_flight`` requests are
-already in flight at its due time, or when the dispatcher itself is more than
-``lag_budget_ms`` late for it.
+already in flight at its due time (the client's cap, or its scenario's own), or when the
+dispatcher itself is more than ``lag_budget_ms`` late for it (the scenario's budget, else the
+client's).
 """
 
 from __future__ import annotations
@@ -106,8 +107,15 @@ class Dispatcher:
         self.sink = sink
         self.worker = worker
         self.id_prefix = id_prefix or request_id_prefix()
-        self.lag_budget_ns = int(client.lag_budget_ms * 1_000_000)
         self.max_in_flight = client.in_flight_cap
+        # per scenario (from its prepared routes): in-flight cap, never above the client's, and lag budget
+        self.scenario_caps = [
+            min(r[0].max_in_flight or self.max_in_flight, self.max_in_flight) for r in routes
+        ]
+        self.scenario_budgets_ns = [
+            int((r[0].lag_budget_ms or client.lag_budget_ms) * 1_000_000) for r in routes
+        ]
+        self.scenario_in_flight = [0] * len(routes)
         self.retry = client.retry
         self.counters = Counters()
         self.schedule_lag = LatencyHistogram()
@@ -165,8 +173,10 @@ class Dispatcher:
         routes = self.routes
         counters = self.counters
         record_lag = self.schedule_lag.record_ns
-        lag_budget_ns = self.lag_budget_ns
         cap = self.max_in_flight
+        scenario_caps = self.scenario_caps
+        scenario_budgets = self.scenario_budgets_ns
+        scenario_in_flight = self.scenario_in_flight
         tasks = self._tasks
         discard = tasks.discard
         create_task = asyncio.get_running_loop().create_task
@@ -185,16 +195,18 @@ class Dispatcher:
             rec = self._new_record(p, route)
             now = mono()
             lag = now - due
-            if counters.in_flight >= cap:
+            s_idx = p.scenario
+            if counters.in_flight >= cap or scenario_in_flight[s_idx] >= scenario_caps[s_idx]:
                 self._drop(rec, "in_flight_cap")
                 continue
-            if lag > lag_budget_ns:
+            if lag > scenario_budgets[s_idx]:
                 self._drop(rec, "lag_budget")
                 continue
             record_lag(lag)
             rec.sent_ns = now - epoch_ns
             counters.sent += 1
             counters.in_flight += 1
+            scenario_in_flight[s_idx] += 1
             task = create_task(self._send(route, rec))
             tasks.add(task)
             task.add_done_callback(discard)
@@ -250,7 +262,6 @@ class Dispatcher:
             rec.error_kind = "interrupted"
             rec.done_ns = mono() - epoch_ns
             counters.cancelled += 1
-            counters.in_flight -= 1
             self.sink(rec)
             raise
         except aiohttp.ConnectionTimeoutError:
@@ -272,8 +283,10 @@ class Dispatcher:
                 counters.ok += 1
             else:
                 counters.error += 1
-            counters.in_flight -= 1
             self.sink(rec)
+        finally:
+            counters.in_flight -= 1
+            self.scenario_in_flight[route.scenario_index] -= 1
 
     async def _attempt(self, route: PreparedRoute, rec: Record) -> float | None:
         """One attempt; returns the seconds to wait before the next one, or None when done."""
@@ -381,5 +394,4 @@ class Dispatcher:
             counters.timeout += 1
         else:
             counters.error += 1
-        counters.in_flight -= 1
         self.sink(rec)

@@ -37,8 +37,11 @@ class PreparedRoute:
         "deployment",
         "endpoint",
         "headers_for",
+        "lag_budget_ms",
+        "max_in_flight",
         "model",
         "scenario",
+        "scenario_index",
         "sold_through",
         "stream",
         "tenant",
@@ -59,8 +62,14 @@ class PreparedRoute:
         tenant: str,
         sold_through: str,
         tokens_in: int,
+        scenario_index: int = 0,
+        max_in_flight: int | None = None,
+        lag_budget_ms: float | None = None,
     ) -> None:
         self.scenario = scenario
+        self.scenario_index = scenario_index
+        self.max_in_flight = max_in_flight  # the scenario's own limits (None: the client's)
+        self.lag_budget_ms = lag_budget_ms
         self.endpoint = endpoint
         self.deployment = deployment
         self.url = template.url
@@ -101,6 +110,9 @@ def prepare_routes(profile: Profile, endpoints: dict[str, ResolvedEndpoint]) -> 
                     route.endpoint,
                     route.deployment,
                     template,
+                    scenario_index=s_idx,
+                    max_in_flight=scenario.max_in_flight,
+                    lag_budget_ms=scenario.lag_budget_ms,
                     api=scenario.api,
                     model=scenario.model,
                     stream=scenario.stream,

@@ -120,6 +120,12 @@ class Scenario(Strict):
     sold_through: str = Field(default="direct", description="partner the call was sold through")
     arrival: Arrival
     routes: list[Route] = Field(min_length=1)
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="this scenario's own in-flight cap (within client.max_in_flight)"
+    )
+    lag_budget_ms: float | None = Field(
+        default=None, gt=0, description="this scenario's own lag budget (default: client.lag_budget_ms)"
+    )
 
     _name = field_validator("name")(_check_name)
 
