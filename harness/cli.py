@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -47,12 +47,16 @@ def run(
     duration_s: Annotated[
         float | None, typer.Option("--duration-s", help="override the profile's duration_s (seconds)")
     ] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option("--threshold", help="add an SLO threshold, e.g. 'p99(ttft) < 800ms' (repeatable)"),
+    ] = None,
 ) -> None:
     """Run a profile: start the embedded fleet if asked, dispatch, judge, write results/<run>/."""
     from harness.runner import prepare, run_loaded, run_with_uvloop
 
     try:
-        loaded = prepare(profile, duration_s=duration_s)
+        loaded = prepare(profile, duration_s=duration_s, thresholds=threshold or ())
         outcome = run_with_uvloop(run_loaded(loaded, results, console=err, progress=progress))
     except HarnessError as exc:
         raise _fail(exc) from None
@@ -100,6 +104,7 @@ def _print_final(outcome) -> None:  # type: ignore[no-untyped-def]
         f"of {comp['judged']} judged; served by cloud: {served}",
         highlight=False,
     )
+    _print_thresholds(s.get("thresholds") or [], all_rows=False)
     style = "bold green" if outcome.exit_code == ExitCode.PASS else "bold red"
     reasons = f" ({'; '.join(outcome.reasons)})" if outcome.reasons else ""
     out.print(f"[{style}]{outcome.verdict}[/]{reasons}", highlight=False)
@@ -109,11 +114,144 @@ def _print_final(outcome) -> None:  # type: ignore[no-untyped-def]
 @app.command()
 def mock(
     fleet: Annotated[Path, typer.Option(help="fleet TOML file (profiles/fleets/*.toml)")],
+    procs: Annotated[
+        int, typer.Option(min=1, help="processes serving every endpoint, sharing its port (SO_REUSEPORT)")
+    ] = 1,
 ) -> None:
     """Serve a mock fleet on loopback; print one JSON line per endpoint once all are ready."""
     from harness.mocks.fleet import serve_fleet_forever
 
-    raise typer.Exit(serve_fleet_forever(str(fleet)))
+    raise typer.Exit(serve_fleet_forever(str(fleet), procs=procs))
+
+
+def _print_thresholds(thresholds: list[dict[str, Any]], *, all_rows: bool = True) -> None:
+    """A table of threshold results; without ``all_rows``, passing built-ins are left out."""
+    from harness.gate.evaluate import format_json_value as fmt
+
+    rows = [t for t in thresholds if all_rows or not t.get("builtin") or not t.get("passed")]
+    if not rows:
+        return
+    table = Table(title="thresholds", show_header=True, header_style="bold")
+    for col, justify in (("threshold", "left"), ("observed", "right"), ("limit", "right"), ("", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]  # str, not the Literal
+    for t in rows:
+        unit = str(t.get("unit", ""))
+        name = t["expression"] + (" (built-in)" if t.get("builtin") else "")
+        mark = "[green]pass[/]" if t["passed"] else "[red]FAIL[/]"
+        table.add_row(name, fmt(t.get("observed"), unit), fmt(t.get("limit"), unit), mark)
+    out.print(table)
+
+
+@app.command()
+def gate(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory (results/<run>)")],
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option("--threshold", help="a threshold to add to the run's own, e.g. 'rate(errors) < 1%'"),
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="run directory that `baseline` in thresholds refers to")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="re-judge compliance against this policy file instead")
+    ] = None,
+) -> None:
+    """Re-judge a finished run (thresholds, compliance, validity) without re-running it; write gate.json."""
+    from harness.gate.verdict import GATE_FILE, gate_run_dir
+
+    try:
+        outcome = gate_run_dir(run_dir, thresholds=threshold or (), baseline_dir=baseline, policy_file=policy)
+    except HarnessError as exc:
+        raise _fail(exc) from None
+    _print_thresholds([r.to_json() for r in outcome.thresholds])
+    comp = outcome.compliance
+    out.print(
+        f"compliance ({comp['policy']}{', re-judged' if policy else ''}): {str(comp['verdict']).upper()} — "
+        f"{comp['violations_total']} violation(s) of {comp['judged']} judged",
+        highlight=False,
+    )
+    v = outcome.verdict
+    style = "bold green" if v.exit_code == ExitCode.PASS else "bold red"
+    reasons = f" ({'; '.join(v.reasons)})" if v.reasons else ""
+    out.print(f"[{style}]{v.result}[/]{reasons}", highlight=False)
+    out.print(f"written: {outcome.run_dir / GATE_FILE}", highlight=False)
+    raise typer.Exit(int(v.exit_code))
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory (results/<run>)")],
+) -> None:
+    """Rebuild summary.json, summary.md, report.html and junit.xml of a run from its files alone."""
+    from harness.report import write_report
+
+    try:
+        paths = write_report(run_dir)
+    except HarnessError as exc:
+        raise _fail(exc) from None
+    for path in paths:
+        out.print(f"written: {path}", highlight=False)
+
+
+@app.command()
+def compare(
+    run_dir: Annotated[Path, typer.Argument(help="the run to judge (results/<run>)")],
+    baseline: Annotated[Path, typer.Argument(help="the baseline run directory")],
+    tolerance: Annotated[
+        float, typer.Option(help="relative change a metric may worsen by before it counts (0.05 = 5%)")
+    ] = 0.05,
+    confidence: Annotated[float, typer.Option(help="confidence level of the bootstrap intervals")] = 0.95,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples (100..100000)")] = 2000,
+    seed: Annotated[int, typer.Option(help="seed of the bootstrap")] = 0,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="where compare.json/.md go (default: the run directory)")
+    ] = None,
+) -> None:
+    """Compare a run with a baseline: per-metric deltas with bootstrap intervals; exit 5 on a regression."""
+    from harness.report.compare import compare_runs, table_rows, write_compare
+
+    try:
+        result = compare_runs(
+            run_dir, baseline, tolerance=tolerance, confidence=confidence, resamples=resamples, seed=seed
+        )
+    except HarnessError as exc:
+        raise _fail(exc) from None
+    paths = write_compare(result, out_dir or run_dir)
+    table = Table(title=f"{result['run']} vs baseline {result['baseline']}", header_style="bold")
+    for col in ("metric", "baseline", "current", "Δ", "Δ %", f"{confidence:.0%} CI of Δ", "verdict"):
+        table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
+    for row in table_rows(result):
+        if row[-1] == "regressed":
+            row[-1] = "[red]regressed[/]"
+        table.add_row(*row)
+    Console(soft_wrap=True, width=max(out.width, 110)).print(table)  # CI logs claim 80 columns
+    for note in result["notes"]:
+        out.print(f"note: {note}", highlight=False)
+    for path in paths:
+        out.print(f"written: {path}", highlight=False)
+    if result["regressed"]:
+        out.print(f"[bold red]REGRESSED[/] ({', '.join(result['regressed'])})", highlight=False)
+        raise typer.Exit(int(ExitCode.THRESHOLDS_FAILED))
+    out.print("[bold green]no regression[/]", highlight=False)
+
+
+@app.command()
+def trend(
+    results_dir: Annotated[Path, typer.Argument(help="the directory holding run directories (results/)")],
+) -> None:
+    """Index every run under RESULTS_DIR (index.parquet) and draw each metric across runs (trend.html)."""
+    from harness.report.trend import write_trend
+
+    try:
+        index, paths = write_trend(results_dir)
+    except HarnessError as exc:
+        raise _fail(exc) from None
+    flagged = index[index["regressions"].map(len) > 0]
+    out.print(f"{len(index)} run(s) indexed, {len(flagged)} with a regression", highlight=False)
+    for _, row in flagged.iterrows():
+        out.print(f"  {row['run_id']}: {', '.join(row['regressions'])}", highlight=False)
+    for path in paths:
+        out.print(f"written: {path}", highlight=False)
 
 
 @profiles_app.command("validate")

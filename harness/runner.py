@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,17 @@ from harness.clock import RunEpoch
 from harness.compliance import CompiledPolicy, judge, model_family, request_class
 from harness.engine.dispatch import Dispatcher
 from harness.engine.targets import ResolvedEndpoint, prepare_routes
-from harness.errors import ExitCode, ProfileError
+from harness.errors import ExitCode, HarnessError, Problem, ProfileError
+from harness.gate.evaluate import RunData, check_selectors
+from harness.gate.live import LiveGate
+from harness.gate.verdict import (
+    Verdict,
+    compose,
+    evaluate_all,
+    load_baseline,
+    parse_thresholds,
+    threshold_error,
+)
 from harness.metrics.live import Snapshot, show_progress
 from harness.mocks.process import FleetProcess
 from harness.profile import LoadedProfile, Profile, check_remote, load_profile, resolve_secret
@@ -36,7 +47,7 @@ from harness.results.reader import read_ledger, read_records
 from harness.results.record import Record
 from harness.results.summary import summarize, write_summary
 from harness.results.writer import RecordWriter
-from harness.workload import build_plan, planned_rate_rps
+from harness.workload import Planned, build_plan, planned_rate_rps
 
 log = logging.getLogger("harness.run")
 
@@ -70,9 +81,9 @@ class LiveJudge:
         self.policy = policy
         self.violations = 0
 
-    def __call__(self, rec: Record) -> None:
+    def __call__(self, rec: Record) -> bool:
         if rec.status <= 0:
-            return
+            return False
         cloud = rec.mock_cloud or rec.fp_cloud
         cls = request_class(rec.api, rec.store, rec.previous_response_id)
         decision = self.policy.decide(
@@ -86,6 +97,8 @@ class LiveJudge:
         )
         if not decision.allowed:
             self.violations += 1
+            return True
+        return False
 
 
 def _resolve_endpoints(
@@ -110,11 +123,14 @@ def _setup_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def prepare(profile_path: str | Path, *, duration_s: float | None = None) -> LoadedProfile:
+def prepare(
+    profile_path: str | Path, *, duration_s: float | None = None, thresholds: Sequence[str] = ()
+) -> LoadedProfile:
     """Validate everything that can be validated before anything starts.
 
     ``duration_s`` overrides the profile's duration (it is validated like the profile's own
-    value and recorded in the resolved profile).
+    value and recorded in the resolved profile). ``thresholds`` (``--threshold``) are appended
+    to the profile's; every threshold is parsed and checked here, so a bad one is exit 2.
     """
     loaded = load_profile(profile_path)
     if duration_s is not None:
@@ -125,10 +141,37 @@ def prepare(profile_path: str | Path, *, duration_s: float | None = None) -> Loa
         except ValidationError as exc:
             raise ProfileError("--duration-s", problems_from(exc, data)) from None
         loaded = dataclasses.replace(loaded, profile=profile)
+    _check_thresholds(loaded, thresholds)
+    if thresholds:
+        every = [*loaded.profile.thresholds, *thresholds]
+        loaded = dataclasses.replace(loaded, profile=loaded.profile.model_copy(update={"thresholds": every}))
     check_remote(loaded)
     for name, ep in loaded.profile.target.endpoints.items():
         resolve_secret(ep.api_key_env, f"{loaded.path}: target.endpoints.{name}.api_key_env")
     return loaded
+
+
+def _check_thresholds(loaded: LoadedProfile, extra: Sequence[str]) -> None:
+    """Parse the profile's thresholds and ``--threshold`` ones; check selectors and the baseline."""
+    profile = loaded.profile
+    own, problems = parse_thresholds(profile.thresholds)
+    cli, cli_problems = parse_thresholds(extra, "--threshold")
+    problems += cli_problems
+    keyed = [*own.items(), *cli.items()]
+    scenarios = {s.name for s in profile.scenarios}
+    endpoints = {r.endpoint for s in profile.scenarios for r in s.routes}
+    for key, t in keyed:
+        problem = check_selectors(t, scenarios, endpoints)
+        if problem is not None:
+            problems.append(Problem(key, problem.replace("this run", "this profile")))
+        if t.baseline and profile.gate.baseline is None:
+            problems.append(Problem(key, "compares with baseline, but gate.baseline names no run directory"))
+    baseline = profile.gate.baseline
+    uses_baseline = any(t.baseline for _, t in keyed)
+    if baseline is not None and uses_baseline and not (Path(baseline) / rundir.SUMMARY).is_file():
+        problems.append(Problem("gate.baseline", f"{baseline} is not a finished run directory"))
+    if problems:
+        raise threshold_error(str(loaded.path), problems)
 
 
 async def run_loaded(
@@ -178,9 +221,13 @@ async def _run(loaded: LoadedProfile, run_dir: Path, console: Console, progress:
         live_judge = LiveJudge(policy)
         writer = RecordWriter(run_dir / rundir.REQUESTS)
 
+        live_gate = _live_gate(profile)
+
         def sink(rec: Record) -> None:
             writer.add(rec)
-            live_judge(rec)
+            violated = live_judge(rec)
+            if live_gate is not None:
+                live_gate.add(rec, violated)
 
         epoch = RunEpoch.now(lead_ns=START_LEAD_NS)
         dispatcher = Dispatcher(routes, profile.client, epoch, sink)
@@ -202,8 +249,9 @@ async def _run(loaded: LoadedProfile, run_dir: Path, console: Console, progress:
                 live_judge.violations,
             )
 
-        interrupted = await _dispatch_with_signals(
-            dispatcher, build_plan(profile), snapshot, console, progress
+        abort = _abort_check(live_gate, epoch, profile.gate.abort_grace_s) if live_gate else None
+        interrupted, aborted = await _dispatch_with_signals(
+            dispatcher, build_plan(profile), snapshot, console, progress, abort
         )
         writer.close()
         finished_wall = datetime.now(UTC)
@@ -222,6 +270,7 @@ async def _run(loaded: LoadedProfile, run_dir: Path, console: Console, progress:
         finished_wall,
         interrupted,
         declared=_declared_clouds(loaded),
+        aborted=aborted,
     )
 
 
@@ -229,13 +278,56 @@ def _declared_clouds(loaded: LoadedProfile) -> dict[str, str]:
     return {n: ep.cloud for n, ep in loaded.profile.target.endpoints.items() if ep.cloud}
 
 
+def _live_gate(profile: Profile) -> LiveGate | None:
+    if not profile.gate.abort_on_fail or not profile.thresholds:
+        return None
+    parsed, _ = parse_thresholds(profile.thresholds)  # checked in prepare()
+    gate = LiveGate(parsed.values())
+    return gate if gate.thresholds else None
+
+
+def _abort_check(gate: LiveGate, epoch: RunEpoch, grace_s: float) -> Callable[[], str | None]:
+    """A check the dispatch loop calls every second: the reason to abort, or None."""
+
+    def check() -> str | None:
+        elapsed_s = (time.monotonic_ns() - epoch.monotonic_ns) / 1e9
+        if elapsed_s < grace_s:
+            return None
+        failures = gate.failing()
+        if not failures:
+            return None
+        f = failures[0]
+        return f"aborted at {elapsed_s:.1f} s: {f.threshold} failed (observed {f.observed:g}; abort_on_fail)"
+
+    return check
+
+
 async def _dispatch_with_signals(
-    dispatcher: Dispatcher, plan, snapshot, console: Console, progress: bool
-) -> bool:
+    dispatcher: Dispatcher,
+    plan: Iterable[Planned],
+    snapshot: Callable[[], Snapshot],
+    console: Console,
+    progress: bool,
+    abort_check: Callable[[], str | None] | None = None,
+) -> tuple[bool, str | None]:
+    """Run the dispatcher; returns (interrupted by a signal, abort reason or None)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     run_task = asyncio.ensure_future(dispatcher.run(plan))
     signals_seen = 0
+    aborted: str | None = None
+
+    async def watch() -> None:
+        nonlocal aborted
+        assert abort_check is not None
+        while not run_task.done():
+            await asyncio.sleep(1.0)
+            reason = abort_check()
+            if reason is not None:
+                aborted = reason
+                console.print(f"[red]{reason}[/]")
+                run_task.cancel()
+                return
 
     def on_signal() -> None:
         nonlocal signals_seen
@@ -257,17 +349,19 @@ async def _dispatch_with_signals(
         except (NotImplementedError, RuntimeError):  # not the main thread (tests), or Windows
             pass
     view = asyncio.ensure_future(show_progress(snapshot, console)) if progress else None
+    watcher = asyncio.ensure_future(watch()) if abort_check is not None else None
     try:
         await run_task
-        return False
+        return False, None
     except asyncio.CancelledError:
         if task is not None and task.cancelling():
             raise  # our caller was cancelled, not the run
-        return True
+        return aborted is None, aborted
     finally:
-        if view is not None:
-            view.cancel()
-            await asyncio.gather(view, return_exceptions=True)
+        for helper in (view, watcher):
+            if helper is not None:
+                helper.cancel()
+                await asyncio.gather(helper, return_exceptions=True)
         for sig in installed:
             loop.remove_signal_handler(sig)
 
@@ -281,11 +375,13 @@ def _judge_and_summarize(
     interrupted: bool,
     *,
     declared: dict[str, str],
+    aborted: str | None = None,
 ) -> RunOutcome:
     profile = loaded.profile
     records = read_records(run_dir)
     ledger = read_ledger(run_dir)
-    compliance = judge(records, ledger, CompiledPolicy(loaded.policy), declared_clouds=declared)
+    policy = CompiledPolicy(loaded.policy)
+    compliance = judge(records, ledger, policy, declared_clouds=declared)
     rundir.write_json(run_dir / rundir.COMPLIANCE, compliance)
 
     validity = profile.validity
@@ -311,10 +407,12 @@ def _judge_and_summarize(
         "interrupted": interrupted,
         "client": profile.client.model_dump(),
         "request_id_prefix": dispatcher.id_prefix,
+        "policy_path": str(loaded.policy_path.resolve()),
     }
     duration_s = profile.duration_s
-    if interrupted:
+    if interrupted or aborted:
         duration_s = max(1e-3, (finished_wall - started_wall).total_seconds())
+    meta["duration_s"] = duration_s  # what rates divide by; gates read it back
     summary = summarize(records, duration_s=duration_s, planned_rate_rps=planned_rate_rps(profile), meta=meta)
     summary["validity"] = {
         "schedule_lag_p99_ms": lag_p99_ms,
@@ -327,36 +425,50 @@ def _judge_and_summarize(
         k: compliance[k]
         for k in ("policy", "verdict", "judged", "violations_total", "by_kind", "by_rule", "served_by_cloud")
     }
-    reasons: list[str] = []
-    exit_code = ExitCode.PASS
-    counts = summary["counts"]
-    if compliance["verdict"] != "pass":
-        reasons.append(
-            f"{compliance['violations_total']} routing violation(s) of policy {compliance['policy']}"
-        )
-        exit_code = ExitCode.COMPLIANCE_FAILED
-    if counts["planned"] > 0 and counts["ok"] == 0:
-        reasons.append("no request succeeded")
-        if exit_code == ExitCode.PASS:
-            exit_code = ExitCode.THRESHOLDS_FAILED
-    if counts["planned"] and counts["dropped"] / counts["planned"] > validity.max_dropped_fraction:
-        reasons.append(
-            f"{counts['dropped']} of {counts['planned']} arrivals dropped: the planned load was not delivered"
-        )
-        if exit_code == ExitCode.PASS:
-            exit_code = ExitCode.THRESHOLDS_FAILED
-    if bound_reasons:
-        # results measured by a saturated generator cannot pass, whatever else they say
-        reasons.append("harness-bound (" + "; ".join(bound_reasons) + "): results untrustworthy")
-        exit_code = ExitCode.HARNESS_BOUND
-    if interrupted:
-        reasons.append("interrupted: partial results")
-        exit_code = ExitCode.INTERRUPTED
-    verdict = "PASS" if exit_code == ExitCode.PASS else ("INTERRUPTED" if interrupted else "FAIL")
-    summary["verdict"] = {"result": verdict, "exit_code": int(exit_code), "reasons": reasons}
+    run = RunData(
+        run_dir,
+        records,
+        ledger,
+        summary,
+        compliance,
+        profile.model_dump(mode="json", by_alias=True),
+        duration_s,
+        policy=policy,
+        policy_source=str(loaded.policy_path),
+    )
+    parsed, _ = parse_thresholds(profile.thresholds)  # parsed and checked in prepare()
+    thresholds = list(parsed.values())
+    baseline, baseline_problem = None, None
+    if profile.gate.baseline is not None and any(t.baseline for t in thresholds):
+        try:
+            baseline = load_baseline(Path(profile.gate.baseline))
+        except HarnessError as exc:  # it was there at start; each baseline threshold fails with this
+            baseline_problem = exc.one_line()
+    results = evaluate_all(
+        run,
+        thresholds,
+        max_dropped_fraction=validity.max_dropped_fraction,
+        baseline=baseline,
+        baseline_problem=baseline_problem,
+        strict=False,
+    )
+    verdict = compose(results, compliance=compliance, harness_bound=bound_reasons, interrupted=interrupted)
+    if aborted is not None:
+        # the threshold that stopped the run failed, whatever the partial data say at the end
+        code = ExitCode.THRESHOLDS_FAILED if verdict.exit_code == ExitCode.PASS else verdict.exit_code
+        verdict = Verdict(code.name, code, (aborted, *verdict.reasons))
+    summary["meta"]["aborted"] = aborted
+    summary["thresholds"] = [r.to_json() for r in results]
+    summary["verdict"] = verdict.to_json()
     write_summary(run_dir / rundir.SUMMARY, summary)
-    log.info("verdict %s (exit %d): %s", verdict, int(exit_code), "; ".join(reasons) or "all checks held")
-    return RunOutcome(run_dir, exit_code, verdict, reasons, summary, compliance, interrupted)
+    reasons = list(verdict.reasons)
+    log.info(
+        "verdict %s (exit %d): %s",
+        verdict.result,
+        int(verdict.exit_code),
+        "; ".join(reasons) or "all checks held",
+    )
+    return RunOutcome(run_dir, verdict.exit_code, verdict.result, reasons, summary, compliance, interrupted)
 
 
 def run_profile(

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
 import openai
 import orjson
 import pytest
+from aiohttp import web
 from openai import AsyncAzureOpenAI, AzureOpenAI, OpenAI
 
 from harness.mocks import LatencyModel, Ledger, RunningFleet, start_fleet
+from harness.mocks.azure_openai import make_azure_app
+from harness.mocks.runtime import NO_FAULTS, Admission, EndpointRuntime, FaultPlan, Rejection
 from harness.profile.models import Fleet, FleetEndpoint, Latency
+from harness.protocols.azure_openai import (
+    EMBEDDING_DIMENSIONS,
+    TRUNCATED,
+    ChatStreamParser,
+    embedding_vector,
+    error_kind,
+    parse_chat_response,
+)
 from harness.results.schema import LEDGER_SCHEMA
 
 API_VERSION = "2024-10-21"
@@ -28,7 +42,11 @@ def one_endpoint_fleet(latency: Latency = FAST, cloud: str = "azure", region: st
         seed=3,
         endpoints=[
             FleetEndpoint(
-                name="ep", cloud=cloud, region=region, deployments=["gpt-4o", "gpt-4o-mini"], latency=latency
+                name="ep",
+                cloud=cloud,
+                region=region,
+                deployments=["gpt-4o", "gpt-4o-mini", "emb"],
+                latency=latency,
             )
         ],
     )
@@ -354,3 +372,339 @@ async def test_client_disconnect_mid_stream_is_ledgered() -> None:
     assert len(rows) == 1
     assert (rows[0]["request_id"], rows[0]["status"], rows[0]["stream"]) == ("leaver", 200, True)
     assert 1 <= rows[0]["tokens_out"] < 100
+
+
+# --------------------------------------------------------------------------- scripted runtime
+
+
+def endpoint_config(
+    cloud: str = "azure",
+    dialect: str = "azure_openai",
+    latency: Latency = FAST,
+    region: str = "swedencentral",
+) -> FleetEndpoint:
+    return FleetEndpoint(
+        name="ep",
+        cloud=cloud,
+        dialect=dialect,
+        region=region,
+        deployments=["gpt-4o", "gpt-4o-mini", "emb"],
+        latency=latency,
+    )
+
+
+class ScriptedRuntime(EndpointRuntime):
+    """A runtime whose admissions follow a script: one Rejection or FaultPlan per request, then plain ones."""
+
+    def __init__(
+        self,
+        endpoint: FleetEndpoint,
+        script: list[Rejection | FaultPlan] | None = None,
+        rate_headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(endpoint, Ledger(), 7)
+        self.script = list(script or [])
+        self.rate_headers = list(rate_headers or [])
+        self.admitted: list[tuple[str, int]] = []
+
+    async def admit(self, deployment: str, est_tokens: int) -> Admission:
+        self.admitted.append((deployment, est_tokens))
+        step = self.script.pop(0) if self.script else None
+        if isinstance(step, Rejection):
+            return Admission(step, NO_FAULTS)
+        return Admission(None, step or NO_FAULTS)
+
+    def rate_limit_headers(self, deployment: str) -> list[tuple[str, str]]:
+        return list(self.rate_headers)
+
+
+@asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1, port 0; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def rows_of(runtime: EndpointRuntime) -> list[dict]:
+    return runtime.ledger.to_table().to_pylist()
+
+
+async def wait_for_ledger(runtime: EndpointRuntime, n: int, timeout_s: float = 5.0) -> list[dict]:
+    for _ in range(int(timeout_s * 100)):  # a handler finishes its row just after the client sees the end
+        if len(runtime.ledger) >= n:
+            break
+        await asyncio.sleep(0.01)
+    return rows_of(runtime)
+
+
+CHAT_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=" + API_VERSION
+
+
+async def read_stream(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, ChatStreamParser, float]:
+    """(status, parser after close, seconds to response headers) of one raw streamed request,
+    read as the engine reads it; a cut connection ends the read, never the test."""
+    parser = ChatStreamParser()
+    async with aiohttp.ClientSession() as session:
+        t0 = time.perf_counter()
+        async with session.post(
+            url, data=body, headers={"Content-Type": "application/json", **headers}
+        ) as resp:
+            t_headers = time.perf_counter() - t0
+            with contextlib.suppress(aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+                async for data in resp.content.iter_any():
+                    parser.feed(data)
+            status = resp.status
+    parser.close()
+    return status, parser, t_headers
+
+
+STREAM_BODY = orjson.dumps({"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 6, "stream": True})
+
+
+# --------------------------------------------------------------------------- completions and embeddings
+
+
+async def test_azure_classic_completions_non_stream_and_stream(fleet: RunningFleet) -> None:
+    """AzureOpenAI completions get text, usage and Azure's filter results, streamed or not."""
+
+    def call() -> tuple:
+        with AzureOpenAI(
+            azure_endpoint=url_of(fleet), api_key="k", api_version=API_VERSION, max_retries=0
+        ) as client:
+            completion = client.completions.create(model="gpt-4o", prompt="the of and to", max_tokens=4)
+            chunks = list(
+                client.completions.create(
+                    model="gpt-4o-mini",
+                    prompt="the of",
+                    max_tokens=3,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
+            return completion, chunks
+
+    completion, chunks = await asyncio.to_thread(call)
+    assert completion.object == "text_completion"
+    assert completion.id.startswith("cmpl-")
+    assert completion.choices[0].text == " the of and to"
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (4, 4)
+    assert completion.model_extra is not None
+    assert completion.model_extra["prompt_filter_results"][0]["prompt_index"] == 0
+    assert completion.choices[0].model_extra["content_filter_results"]["hate"]["filtered"] is False
+
+    assert chunks[0].choices == []  # Azure's prompt-filter chunk
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == " the of and"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "length"
+    ]
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 3
+    rows = ledger_rows(fleet)
+    assert [(r["api"], r["stream"], r["status"], r["tokens_in"], r["tokens_out"]) for r in rows] == [
+        ("completions", False, 200, 4, 4),
+        ("completions", True, 200, 2, 3),
+    ]
+    assert rows[0]["response_id"] == completion.id
+
+
+async def test_azure_classic_embeddings_base64_default_and_float(fleet: RunningFleet) -> None:
+    """The SDK's default base64 reply decodes to the mock's unit vector, equal to the float reply."""
+
+    def call() -> tuple:
+        with AzureOpenAI(
+            azure_endpoint=url_of(fleet), api_key="k", api_version=API_VERSION, max_retries=0
+        ) as client:
+            default = client.embeddings.with_raw_response.create(model="emb", input=["the of", "and"])
+            floats = client.embeddings.create(model="emb", input="the of", encoding_format="float")
+            return default, floats
+
+    raw, floats = await asyncio.to_thread(call)
+    default = raw.parse()
+    assert raw.headers["apim-request-id"]
+    assert [d.index for d in default.data] == [0, 1]
+    expected = embedding_vector("the of").tolist()
+    assert default.data[0].embedding == expected
+    assert floats.data[0].embedding == expected
+    assert default.data[1].embedding == embedding_vector("and").tolist()
+    assert len(expected) == EMBEDDING_DIMENSIONS
+    assert math.fsum(x * x for x in expected) == pytest.approx(1.0, abs=1e-5)
+    assert (default.usage.prompt_tokens, default.usage.total_tokens) == (3, 3)
+    rows = ledger_rows(fleet)
+    assert [(r["api"], r["deployment"], r["status"], r["tokens_in"]) for r in rows] == [
+        ("embeddings", "emb", 200, 3),
+        ("embeddings", "emb", 200, 2),
+    ]
+
+
+async def test_azure_v1_path_completions_and_embeddings(fleet: RunningFleet) -> None:
+    """The plain AsyncOpenAI client on /openai/v1/ reaches completions and embeddings by the body's model."""
+    async with openai.AsyncOpenAI(
+        base_url=url_of(fleet) + "/openai/v1/", api_key="k", max_retries=0
+    ) as client:
+        completion = await client.completions.create(model="gpt-4o", prompt="hi", max_tokens=2)
+        assert completion.choices[0].text == " the of"
+        stream = await client.completions.create(model="gpt-4o", prompt="hi", max_tokens=2, stream=True)
+        texts = [c.choices[0].text async for c in stream if c.choices and c.choices[0].text]
+        assert texts == [" the", " of"]
+        embeddings = await client.embeddings.create(model="emb", input="hi", dimensions=8)
+        assert embeddings.data[0].embedding == embedding_vector("hi", 8).tolist()
+        with pytest.raises(openai.BadRequestError):
+            await client.embeddings.create(model="emb", input=[])
+    rows = ledger_rows(fleet)
+    assert [(r["api"], r["status"]) for r in rows] == [
+        ("completions", 200), ("completions", 200), ("embeddings", 200), ("embeddings", 400),
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- rejections
+
+
+async def test_sdk_honours_retry_after_ms_on_azure_429() -> None:
+    """Two 429s with retry-after-ms 50 are retried by the SDK, which succeeds on the third attempt."""
+    reject = Rejection(429, "requests_per_min", retry_after_s=0.05)
+    runtime = ScriptedRuntime(endpoint_config(), [reject, reject])
+    async with serve_app(make_azure_app(runtime)) as url:
+
+        def call() -> tuple[str | None, float]:
+            with AzureOpenAI(
+                azure_endpoint=url, api_key="k", api_version=API_VERSION, max_retries=2
+            ) as client:
+                t0 = time.perf_counter()
+                completion = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=2)
+                return completion.choices[0].message.content, time.perf_counter() - t0
+
+        content, elapsed = await asyncio.to_thread(call)
+    assert content == " the of"
+    assert elapsed >= 0.1
+    assert [r["status"] for r in rows_of(runtime)] == [429, 429, 200]
+
+
+async def test_azure_rejections_are_azure_shaped() -> None:
+    """A 429 carries Azure's body, retry-after (ceil) and retry-after-ms, and rate-limit headers; an
+    outage is a 503 and an injected fault its own status, both Azure-shaped."""
+    script: list[Rejection | FaultPlan] = [
+        Rejection(429, "tokens_per_min", retry_after_s=2.3),
+        Rejection(503, "outage"),
+        Rejection(500, "fault"),
+    ]
+    runtime = ScriptedRuntime(endpoint_config(), script, [("x-ratelimit-remaining-requests", "9")])
+    seen = []
+    async with serve_app(make_azure_app(runtime)) as url, aiohttp.ClientSession() as session:
+        for _ in range(4):
+            async with session.post(url + CHAT_PATH, data=STREAM_BODY, headers={"api-key": "k"}) as resp:
+                body = await resp.read()
+                seen.append((resp.status, resp.headers, body))
+    (s429, h429, b429), (s503, h503, b503), (s500, _, b500), (s200, h200, _) = seen
+    assert s429 == 429
+    assert orjson.loads(b429) == {
+        "error": {"code": "429", "message": "Rate limit is exceeded. Try again in 3 seconds."}
+    }
+    assert (h429["retry-after"], h429["retry-after-ms"]) == ("3", "2300")
+    assert h429["x-ratelimit-remaining-requests"] == "9"
+    assert h429["apim-request-id"]
+    assert s503 == 503
+    assert orjson.loads(b503)["error"]["code"] == "ServiceUnavailable"
+    assert "retry-after" not in h503
+    assert s500 == 500
+    assert orjson.loads(b500)["error"]["code"] == "InternalServerError"
+    assert s200 == 200
+    assert h200["x-ratelimit-remaining-requests"] == "9"
+    assert [r["status"] for r in rows_of(runtime)] == [429, 503, 500, 200]
+    assert all(r["stream"] for r in rows_of(runtime))
+    assert runtime.admitted[0] == ("gpt-4o", 7 + 6)  # prompt + max_tokens
+
+
+# --------------------------------------------------------------------------- fault plans
+
+
+async def test_reset_fault_surfaces_as_connection_error() -> None:
+    """A reset before the response makes the SDK raise APIConnectionError; the ledger says 499."""
+    runtime = ScriptedRuntime(endpoint_config(), [FaultPlan(reset_before_response=True)])
+    async with serve_app(make_azure_app(runtime)) as url:
+
+        def call() -> None:
+            with AzureOpenAI(
+                azure_endpoint=url, api_key="k", api_version=API_VERSION, max_retries=0
+            ) as client:
+                client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=2)
+
+        with pytest.raises(openai.APIConnectionError):
+            await asyncio.to_thread(call)
+        rows = await wait_for_ledger(runtime, 1)
+    assert [(r["status"], r["bytes_out"], r["tokens_out"]) for r in rows] == [(499, 0, 0)]
+
+
+async def test_disconnect_fault_truncates_the_stream() -> None:
+    """A disconnect after 4 chunks (prompt filter, role, two tokens) leaves a truncated stream."""
+    runtime = ScriptedRuntime(endpoint_config(), [FaultPlan(disconnect_after_chunks=4)])
+    async with serve_app(make_azure_app(runtime)) as url:
+        status, parser, _ = await read_stream(url + CHAT_PATH, STREAM_BODY, {"api-key": "k"})
+        rows = await wait_for_ledger(runtime, 1)
+    assert status == 200
+    assert parser.content_chunks == 2
+    assert parser.error == TRUNCATED
+    assert error_kind(parser.error) == "reset"
+    assert [(r["status"], r["stream"], r["tokens_out"]) for r in rows] == [(200, True, 2)]
+
+
+async def test_malformed_fault_is_a_protocol_error() -> None:
+    """A malformed chunk in place of the third token stops the parser with a 'malformed' error."""
+    runtime = ScriptedRuntime(endpoint_config(), [FaultPlan(malformed_at_chunk=4)])
+    async with serve_app(make_azure_app(runtime)) as url:
+        status, parser, _ = await read_stream(url + CHAT_PATH, STREAM_BODY, {"api-key": "k"})
+        rows = await wait_for_ledger(runtime, 1)
+    assert status == 200
+    assert parser.content_chunks == 2
+    assert parser.error is not None
+    assert parser.error.startswith("malformed ")
+    assert error_kind(parser.error) == "protocol"
+    assert [r["status"] for r in rows] == [200]
+
+
+async def test_fault_index_past_the_end_hits_done() -> None:
+    """A disconnect drawn past the last chunk still cuts the stream: every token arrives, [DONE] does not."""
+    runtime = ScriptedRuntime(endpoint_config(), [FaultPlan(disconnect_after_chunks=10_000)])
+    async with serve_app(make_azure_app(runtime)) as url:
+        _, parser, _ = await read_stream(url + CHAT_PATH, STREAM_BODY, {"api-key": "k"})
+    assert parser.content_chunks == 6
+    assert parser.finish_reason == "length"
+    assert parser.error == TRUNCATED
+
+
+async def test_first_byte_delay_is_measurable() -> None:
+    """A 200 ms first-byte delay holds back the response headers by at least that long."""
+    runtime = ScriptedRuntime(endpoint_config(), [FaultPlan(first_byte_delay_s=0.2)])
+    async with serve_app(make_azure_app(runtime)) as url:
+        _, slow, t_slow = await read_stream(url + CHAT_PATH, STREAM_BODY, {"api-key": "k"})
+        _, fast, t_fast = await read_stream(url + CHAT_PATH, STREAM_BODY, {"api-key": "k"})
+    assert slow.done and fast.done
+    assert t_slow >= 0.2
+    assert t_fast < t_slow
+
+
+async def test_non_stream_faults_cut_or_corrupt_the_body() -> None:
+    """On a non-stream reply a disconnect cuts the body short and a malformed fault sends invalid JSON."""
+    script: list[Rejection | FaultPlan] = [
+        FaultPlan(disconnect_after_chunks=1),
+        FaultPlan(malformed_at_chunk=0),
+    ]
+    runtime = ScriptedRuntime(endpoint_config(), script)
+    body = orjson.dumps({"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 3})
+    async with serve_app(make_azure_app(runtime)) as url, aiohttp.ClientSession() as session:
+        async with session.post(url + CHAT_PATH, data=body, headers={"api-key": "k"}) as resp:
+            assert resp.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+        async with session.post(url + CHAT_PATH, data=body, headers={"api-key": "k"}) as resp:
+            result = parse_chat_response(await resp.read())
+        rows = await wait_for_ledger(runtime, 2)
+    assert result.error is not None
+    assert result.error.startswith("malformed body")
+    assert [(r["status"], r["tokens_out"]) for r in rows] == [(200, 0), (200, 0)]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -14,10 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.errors import InfrastructureError, ProfileError
+from harness.errors import InfrastructureError, InputError, ProfileError
 from harness.mocks import ENDPOINT_KEYS, FleetProcess, endpoint_seed, start_fleet
+from harness.mocks.fleet import merge_counts
+from harness.mocks.runtime import Rejection
 from harness.profile import load_fleet
-from harness.profile.models import Fleet, FleetEndpoint, Latency
+from harness.profile.models import Faults, Fleet, FleetEndpoint, Latency
 from harness.results.schema import LEDGER_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,3 +201,194 @@ async def test_cli_exits_2_with_one_line_naming_file_and_key(tmp_path: Path) -> 
     assert len(lines) == 1
     assert str(bad) in lines[0]
     assert "endpoints[0].ttft_ms" in lines[0]
+
+
+# --------------------------------------------------------------------------- admin: faults, outage, state
+
+
+async def test_admin_faults_outage_and_state_in_process() -> None:
+    """The admin API reads and replaces an endpoint's faults, switches its outage, and reports counts."""
+    fleet = Fleet(
+        name="one",
+        endpoints=[FleetEndpoint(name="a", cloud="azure", region="eastus", deployments=["d"], latency=FAST)],
+    )
+    running = await start_fleet(fleet)
+    base = running.admin_url + "/endpoints/a"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base + "/faults") as resp:
+                assert await resp.json() == Faults().model_dump()
+            async with session.put(base + "/faults", json={"error_rate": 0.25, "error_status": 503}) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["error_rate"] == 0.25
+            runtime = running.runtime("a")
+            assert runtime is not None
+            assert runtime.faults == Faults(error_rate=0.25, error_status=503)
+            async with session.post(base + "/outage", json={"outage": True}) as resp:
+                assert (await resp.json())["outage"] is True
+            assert runtime.faults == Faults(error_rate=0.25, error_status=503, outage=True)
+            assert (await runtime.admit("d", 1)).rejection == Rejection(503, "outage")
+            async with session.post(base + "/outage", json={"outage": False}) as resp:
+                assert (await resp.json())["outage"] is False
+            async with session.get(base + "/state") as resp:
+                state = await resp.json()
+            assert state["name"] == "a"
+            assert state["procs"] == 1
+            assert state["pids"] == [os.getpid()]
+            assert state["rejected"]["outage"] == 1
+            assert state["faults"]["error_rate"] == 0.25
+            async with session.get(running.admin_url + "/workers") as resp:
+                assert await resp.json() == [{"pid": os.getpid(), "admin_url": running.admin_url}]
+    finally:
+        await running.stop()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        ("PUT", "/endpoints/a/faults", b'{"error_rate": 1.5}', 400, "faults.error_rate: "),
+        ("PUT", "/endpoints/a/faults", b'{"eror_rate": 0.5}', 400, "faults.eror_rate: unknown key"),
+        ("PUT", "/endpoints/a/faults", b'{"error_status": 200}', 400, "faults.error_status: "),
+        ("PUT", "/endpoints/a/faults", b"[1]", 400, "faults: expected a JSON object"),
+        ("PUT", "/endpoints/a/faults", b"{nope", 400, "not valid JSON"),
+        ("POST", "/endpoints/a/outage", b'{"outage": "yes"}', 400, 'outage: expected {"outage": true}'),
+        ("GET", "/endpoints/zz/faults", b"", 404, "no endpoint named 'zz'"),
+        ("GET", "/endpoints/zz/state", b"", 404, "no endpoint named 'zz'"),
+    ],
+)
+async def test_admin_rejects_bad_input_with_one_line_naming_the_field(
+    method: str, path: str, body: bytes, status: int, message: str
+) -> None:
+    """Bad admin input answers 400 (unknown endpoint 404) with a one-line message naming the field."""
+    fleet = Fleet(
+        name="one", endpoints=[FleetEndpoint(name="a", cloud="azure", region="r", deployments=["d"])]
+    )
+    running = await start_fleet(fleet)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, running.admin_url + path, data=body) as resp,
+        ):
+            assert resp.status == status
+            error = (await resp.json())["error"]
+        assert message in error
+        assert "\n" not in error
+        runtime = running.runtime("a")
+        assert runtime is not None
+        assert runtime.faults == Faults()
+    finally:
+        await running.stop()
+
+
+def test_merge_counts_sums_counts_and_keeps_shared_faults() -> None:
+    """Per-process state merges by adding counts and rejections, joining pids, keeping the faults once."""
+    a = {
+        "pids": [1],
+        "admitted": 3,
+        "rejected": {"fault": 1},
+        "in_flight": 1,
+        "faults": {"error_status": 500},
+    }
+    b = {
+        "pids": [2],
+        "admitted": 4,
+        "rejected": {"fault": 2},
+        "in_flight": 0,
+        "faults": {"error_status": 500},
+    }
+    assert merge_counts([a, b]) == {
+        "pids": [1, 2],
+        "admitted": 7,
+        "rejected": {"fault": 3},
+        "in_flight": 1,
+        "faults": {"error_status": 500},
+    }
+
+
+# --------------------------------------------------------------------------- multi-process
+
+
+async def _worker_faults(
+    session: aiohttp.ClientSession, admin_url: str, name: str
+) -> list[dict[str, object]]:
+    async with session.get(admin_url + "/workers") as resp:
+        workers = await resp.json()
+    out = []
+    for worker in workers:
+        async with session.get(f"{worker['admin_url']}/endpoints/{name}/faults") as resp:
+            out.append(await resp.json())
+    return out
+
+
+@pytest.mark.slow
+async def test_two_processes_share_the_port_and_keep_one_complete_ledger() -> None:
+    """With procs=2 both workers serve the same port; the ledger holds every request, from 2 pids,
+    and fault and outage switches reach every worker."""
+    fp = FleetProcess(DEFAULT_FLEET, procs=2)
+    async with fp:
+        info = fp.endpoints[0]
+        assert info["admin_url"] == fp.admin_url
+        sent = [f"mp-{i}" for i in range(40)]
+        # A fresh connection per request, so the kernel's SO_REUSEPORT hash spreads them.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            statuses = await asyncio.gather(
+                *(
+                    _chat(session, info["base_url"], "gpt-4o", rid, stream=i % 2 == 0)
+                    for i, rid in enumerate(sent)
+                )
+            )
+        assert statuses == [200] * len(sent)
+        table = await fp.fetch_ledger()
+        assert table.num_rows == len(sent)
+        assert sorted(table.column("request_id").to_pylist()) == sorted(sent)
+        pids = set(table.column("pid").to_pylist())
+        assert len(pids) == 2
+        assert fp.pid not in pids
+
+        name = info["name"]
+        await fp.set_faults(name, error_rate=0.5)
+        await fp.set_outage(name, True)
+        async with aiohttp.ClientSession() as session:
+            per_worker = await _worker_faults(session, fp.admin_url, name)
+        assert [(f["error_rate"], f["outage"]) for f in per_worker] == [(0.5, True), (0.5, True)]
+        state = await fp.state(name)
+        assert state["procs"] == 2
+        assert set(state["pids"]) == pids
+        assert state["ledger_rows"] == len(sent)
+        with pytest.raises(InputError, match=r"faults\.error_rate"):
+            await fp.set_faults(name, error_rate=2)
+        await fp.reset_ledger()
+        assert (await fp.fetch_ledger()).num_rows == 0
+    assert fp.returncode == 0
+    assert not any(_pid_alive(pid) for pid in pids)
+
+
+@pytest.mark.slow
+def test_harness_mock_procs_prints_each_endpoint_once_and_a_dead_worker_stops_the_fleet() -> None:
+    """`harness mock --procs 2` prints one line per endpoint (not per worker); if a worker dies the
+    parent stops the other one and exits 4 rather than serve half a fleet."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "mock", "--fleet", str(DEFAULT_FLEET), "--procs", "2"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        lines = [orjson.loads(proc.stdout.readline()) for _ in range(3)]
+        assert [line["name"] for line in lines] == [e.name for e in load_fleet(DEFAULT_FLEET).endpoints]
+        with urllib.request.urlopen(lines[0]["admin_url"] + "/workers", timeout=10) as resp:
+            pids = [w["pid"] for w in orjson.loads(resp.read())]
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)
+        assert proc.wait(timeout=30) == 4
+        assert proc.stdout.read() == ""
+        assert f"mock worker 0 (pid {pids[0]}) exited" in proc.stderr.read()
+        assert not any(_pid_alive(pid) for pid in pids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

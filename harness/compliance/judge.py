@@ -114,6 +114,50 @@ def _decide(df: pd.DataFrame, policy: CompiledPolicy) -> pd.DataFrame:
     return df
 
 
+def _violation_kind(frame: pd.DataFrame) -> pd.Series:
+    """The violation kind of each row of an attributed, decided frame (None: no violation)."""
+    kind = pd.Series(None, index=frame.index, dtype="object")
+    unattributed = (frame["attribution"] == "unattributed") & frame["restricting"]
+    kind = kind.where(~(~frame["allowed"] & ~unattributed), "cloud")
+    kind = kind.where(~unattributed, "unattributed")
+    kind = kind.where(~frame["attestation_mismatch"], "attestation_mismatch")
+    return kind.where(~(frame["ledger_rows"] > 1), "served_twice")
+
+
+ATTRIBUTION_COLUMNS: Final = (
+    "served",
+    "served_cloud",
+    "served_region",
+    "attribution",
+    "request_class",
+    "model_family",
+    "rule",
+    "kind",
+)
+
+
+def attribute_records(
+    records: pd.DataFrame,
+    ledger: pd.DataFrame | None,
+    policy: CompiledPolicy,
+    *,
+    declared_clouds: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """The per-request frame ``judge`` works from, indexed like ``records``.
+
+    Columns (``ATTRIBUTION_COLUMNS``): ``served`` (reached a server), ``served_cloud`` and
+    ``served_region`` (strongest attribution source, None if unknown), ``attribution`` (that
+    source), ``request_class``, ``model_family``, ``rule`` (the rule id that decided, or
+    ``"(default)"``) and ``kind``: the violation kind, None for unserved and compliant rows.
+    Counting ``kind`` over this frame gives ``judge``'s ``violations_total`` and ``by_kind``.
+    """
+    df = _decide(_attribute(records, ledger, declared_clouds or {}), policy)
+    kind = _violation_kind(df).where(df["served"].to_numpy(dtype=bool), None)
+    out = df.assign(kind=kind)[list(ATTRIBUTION_COLUMNS)]
+    out.index = records.index
+    return out
+
+
 def judge(
     records: pd.DataFrame,
     ledger: pd.DataFrame | None,
@@ -128,12 +172,7 @@ def judge(
     df = _attribute(records, ledger, declared_clouds or {})
     df = _decide(df, policy)
     served = df[df["served"]]
-    kind = pd.Series(None, index=served.index, dtype="object")
-    unattributed = (served["attribution"] == "unattributed") & served["restricting"]
-    kind = kind.where(~(~served["allowed"] & ~unattributed), "cloud")
-    kind = kind.where(~unattributed, "unattributed")
-    kind = kind.where(~served["attestation_mismatch"], "attestation_mismatch")
-    kind = kind.where(~(served["ledger_rows"] > 1), "served_twice")
+    kind = _violation_kind(served)
     violations = served.assign(kind=kind)[kind.notna()]
 
     recon: dict[str, Any] = {"ledger_available": ledger is not None}
@@ -159,6 +198,7 @@ def judge(
     return {
         "schema_version": COMPLIANCE_SCHEMA_VERSION,
         "policy": policy.policy.name,
+        "rules": [rule.id for rule in policy.policy.rules],  # policy order; reports list every rule
         "verdict": "pass" if violations.empty else "fail",
         "requests": len(df),
         "judged": len(served),

@@ -1,50 +1,86 @@
-"""A mock Azure OpenAI endpoint (chat completions) that the official ``openai`` SDK accepts unchanged.
+"""Mock OpenAI-family endpoints for the stateless APIs (chat completions, legacy completions,
+embeddings), in two flavours that the official ``openai`` SDK accepts unchanged.
 
-Routes (``../shared/protocols.md`` §2, §9):
+Routes (``../shared/protocols.md`` §2, §4, §9)::
 
-    POST /openai/deployments/{deployment}/chat/completions?api-version=V   api-key or Bearer
-    POST /openai/v1/chat/completions                                        body "model" = deployment
+    make_azure_app   POST /openai/deployments/{deployment}/{op}?api-version=V   api-key or Bearer
+                     POST /openai/v1/{op}                                        body "model" = deployment
+    make_openai_app  POST /v1/{op}                                               Bearer only
 
-Timing (seconds, all on the loop clock, scheduled on absolute due times so sleep error never
-accumulates; ``t0`` = when the handler started):
+where ``op`` is ``chat/completions``, ``completions`` or ``embeddings``. Both apps also get the
+stateful routes of :mod:`harness.mocks.openai_stateful`. The *flavour* (the app) decides bodies,
+errors and URL forms; the response headers follow the endpoint's hosting cloud
+(``runtime.cloud``): an OpenAI front door backed by Azure sends Azure's fingerprint.
 
-    stream:     headers + prompt-filter chunk at t0; role chunk and token 0 at t0 + TTFT;
+Every request goes through :class:`EndpointRuntime`: ``admit`` may reject it (rendered as the
+flavour's 429/503/injected error with ``retry-after`` and ``retry-after-ms``) or hand back a
+:class:`FaultPlan`, applied here:
+
+    reset_before_response     the connection is aborted before any response byte
+    first_byte_delay_s        the whole response starts this much later (headers included)
+    disconnect_after_chunks   k stream chunks are sent, then the connection is aborted
+    malformed_at_chunk        stream chunk k is replaced by ``MALFORMED_CHUNK``
+
+Stream chunks are numbered from 0 in the order written, the prompt-filter chunk (Azure) and the
+role chunk (chat) included; an index past the end applies to the last chunk (``[DONE]``), so a
+drawn fault is always visible. A non-stream body counts as one chunk: a disconnect sends half of
+it (with the full Content-Length) and aborts; a malformed reply sends its first half as the body.
+
+Timing (seconds, loop clock, absolute due times so sleep error never accumulates; ``t0`` = when
+admission let the request in, plus any first-byte delay)::
+
+    stream:     headers + prelude (prompt filter) at t0; start (role) and token 0 at t0 + TTFT;
                 token i at t0 + TTFT + ITL_1 + … + ITL_i; then finish, [usage], [DONE]
-    non-stream: the whole body at t0 + TTFT + ITL_1 + … + ITL_(n-1)
+    non-stream: the whole body at t0 + TTFT + ITL_1 + … + ITL_(n-1)      (embeddings: t0 + TTFT)
 
-Every request that reaches a handler is written to the endpoint's ledger exactly once, when it
-finishes, whatever its status, also when the client went away mid-stream (status stays 200:
-the headers were sent). aiohttp cancels a handler only on server shutdown; a client that goes
-away surfaces as ConnectionResetError on the next write. A non-stream request cancelled by a
-shutdown before its reply is recorded with status 499 ("client closed request"), nothing sent.
+Ledger: every request that reaches a handler is written to the endpoint's ledger exactly once,
+when it ends, whatever its status. Status 200 once the headers went out (also when the client
+or a fault cut the stream short); 499 ("client closed request") when nothing was sent: a reset
+fault, or a shutdown that cancelled the handler before its reply.
+
+Helpers for other handlers of the same flavours (the stateful APIs): :func:`response_headers`,
+:func:`azure_error_response`, :func:`openai_error_response`, :func:`error_response`,
+:func:`auth_error_response`, :func:`rejection_response`, :func:`client_request_id_of`,
+:func:`is_authorized`, :func:`abort_connection`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import secrets
 import time
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final, Literal
 
 import orjson
 from aiohttp import web
 
-from harness.mocks.latency import LatencyModel
-from harness.mocks.ledger import Ledger
-from harness.mocks.runtime import EndpointRuntime
-from harness.profile.models import FleetEndpoint
+from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection
 from harness.protocols import azure_openai as wire
 from harness.protocols.fingerprint import mock_headers, vendor_headers
+from harness.protocols.openai_flavor import (
+    MSG_OPENAI_401,
+    Flavor,
+    azure_rate_limit_message,
+    check_flavor,
+    openai_error_body,
+    openai_rate_limit_message,
+    retry_after_seconds,
+)
 from harness.protocols.tokens import approx_tokens, output_token
 
-API: Final = "chat.completions"
+API_CHAT: Final = "chat.completions"
+API_COMPLETIONS: Final = "completions"
+API_EMBEDDINGS: Final = "embeddings"
+API: Final = API_CHAT  # the ledger's api value of chat requests (kept for older imports)
 CLIENT_REQUEST_ID: Final = "x-ms-client-request-id"
+OPENAI_CLIENT_REQUEST_ID: Final = "x-client-request-id"
 
-_JSON_CT: Final = ("Content-Type", "application/json")
-_ERROR_CT: Final = ("Content-Type", "application/json; charset=UTF-8")
-_SSE_CT: Final = ("Content-Type", "text/event-stream; charset=utf-8")
+JSON_CT: Final = "application/json"
+ERROR_CT: Final = "application/json; charset=UTF-8"
+SSE_CT: Final = "text/event-stream; charset=utf-8"
+STATUS_NOT_SENT: Final = 499  # the ledger's status when no response byte went out
 
 MSG_401: Final = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
@@ -55,6 +91,29 @@ MSG_404: Final = (
     "The API deployment for this resource does not exist. If you created the deployment within "
     "the last 5 minutes, please wait a moment and try again."
 )
+
+# Non-429 statuses a rejection may carry (outage, injected faults): (Azure code, message).
+_AZURE_STATUS: Final[dict[int, tuple[str, str]]] = {
+    400: ("BadRequest", "The request could not be processed."),
+    408: ("Timeout", "The operation was timeout."),
+    500: ("InternalServerError", "The server had an error while processing your request. Sorry about that!"),
+    502: ("BadGateway", "The server received an invalid response from an upstream server."),
+    503: (
+        "ServiceUnavailable",
+        "The service is temporarily unable to process your request. Try again later.",
+    ),
+    504: ("GatewayTimeout", "The server did not receive a timely response from an upstream server."),
+}
+_OPENAI_STATUS: Final[dict[int, str]] = {
+    500: "The server had an error while processing your request. Sorry about that!",
+    502: "Bad gateway.",
+    503: "The server is overloaded or not ready yet.",
+    504: "Gateway timeout.",
+}
+_DEFAULT_429_RETRY_S: Final = 1.0
+
+
+# --------------------------------------------------------------------------- request bodies
 
 
 def prompt_tokens_of(messages: Any) -> int:
@@ -77,13 +136,230 @@ def prompt_tokens_of(messages: Any) -> int:
     return total
 
 
-_TEXT_CACHE_MAX_TOKENS: Final = 4096
+def _is_token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(type(t) is int for t in value)
+
+
+def texts_of(value: Any) -> tuple[list[str], int] | None:
+    """The inputs of a completions ``prompt`` or an embeddings ``input`` and their approximate
+    token count: a string, a list of strings, a list of token ids (one input), or a list of
+    token-id lists; token ids become their decimal text. None for any other shape."""
+    if isinstance(value, str):
+        return [value], approx_tokens(value)
+    if not isinstance(value, list) or not value:
+        return None
+    if all(isinstance(v, str) for v in value):
+        return value, sum([approx_tokens(v) for v in value])
+    if _is_token_ids(value):
+        return [" ".join(map(str, value))], len(value)
+    if all(_is_token_ids(v) for v in value):
+        return [" ".join(map(str, v)) for v in value], sum([len(v) for v in value])
+    return None
+
+
+def _max_tokens(body: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = body.get(key)
+        if value is not None:
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+                return value
+            return None
+    return None
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def client_request_id_of(request: web.Request) -> str | None:
+    """The caller's request id: Azure's ``x-ms-client-request-id`` or OpenAI's ``X-Client-Request-Id``."""
+    headers = request.headers
+    return headers.get(CLIENT_REQUEST_ID) or headers.get(OPENAI_CLIENT_REQUEST_ID)
+
+
+def is_authorized(request: web.Request, flavor: Flavor) -> bool:
+    """Azure takes ``api-key`` or ``Authorization``; OpenAI only a non-empty Bearer token.
+    The mock checks presence, never the value."""
+    headers = request.headers
+    if flavor == "azure":
+        return "api-key" in headers or "Authorization" in headers
+    auth = headers.get("Authorization", "")
+    return auth[:7].lower() == "bearer " and bool(auth[7:].strip())
+
+
+def response_headers(
+    runtime: EndpointRuntime, content_type: str, client_request_id: str | None, deployment: str | None = None
+) -> list[tuple[str, str]]:
+    """Content type, the hosting cloud's fingerprint, the mock attestation and (for a known
+    deployment) the runtime's rate-limit headers."""
+    headers = [("Content-Type", content_type)]
+    headers.extend(vendor_headers(runtime.cloud, runtime.region, client_request_id))
+    headers.extend(mock_headers(runtime.cloud, runtime.region))
+    if deployment is not None and deployment in runtime.deployments:
+        headers.extend(runtime.rate_limit_headers(deployment))
+    return headers
+
+
+def azure_error_response(
+    runtime: EndpointRuntime,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    client_request_id: str | None = None,
+    deployment: str | None = None,
+    extra_headers: Iterable[tuple[str, str]] = (),
+) -> web.Response:
+    """Azure's error: ``{"error": {"code": "<code>", "message": ...}}`` with the usual headers."""
+    headers = response_headers(runtime, ERROR_CT, client_request_id, deployment)
+    headers.extend(extra_headers)
+    return web.Response(status=status, body=wire.error_body(code, message), headers=headers)
+
+
+def openai_error_response(
+    runtime: EndpointRuntime,
+    status: int,
+    message: str,
+    *,
+    type: str | None,
+    code: str | None = None,
+    param: str | None = None,
+    client_request_id: str | None = None,
+    deployment: str | None = None,
+    extra_headers: Iterable[tuple[str, str]] = (),
+) -> web.Response:
+    """OpenAI's error: ``{"error": {"message", "type", "param", "code"}}`` with the usual headers."""
+    headers = response_headers(runtime, JSON_CT, client_request_id, deployment)
+    headers.extend(extra_headers)
+    return web.Response(status=status, body=openai_error_body(message, type, param, code), headers=headers)
+
+
+def _openai_type(status: int) -> str:
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_response(
+    runtime: EndpointRuntime,
+    flavor: Flavor,
+    status: int,
+    message: str,
+    *,
+    azure_code: str,
+    openai_code: str | None = None,
+    param: str | None = None,
+    client_request_id: str | None = None,
+    deployment: str | None = None,
+) -> web.Response:
+    """One error in either flavour: Azure's ``code`` is ``azure_code``; OpenAI's ``type`` is
+    ``invalid_request_error`` (4xx) or ``server_error`` (5xx), its ``code`` ``openai_code``."""
+    if flavor == "azure":
+        return azure_error_response(
+            runtime, status, azure_code, message, client_request_id=client_request_id, deployment=deployment
+        )
+    return openai_error_response(
+        runtime,
+        status,
+        message,
+        type=_openai_type(status),
+        code=openai_code,
+        param=param,
+        client_request_id=client_request_id,
+        deployment=deployment,
+    )
+
+
+def auth_error_response(
+    runtime: EndpointRuntime, flavor: Flavor, client_request_id: str | None
+) -> web.Response:
+    """The flavour's 401 for a request without credentials."""
+    if flavor == "azure":
+        return azure_error_response(runtime, 401, "401", MSG_401, client_request_id=client_request_id)
+    return openai_error_response(
+        runtime,
+        401,
+        MSG_OPENAI_401,
+        type="invalid_request_error",
+        code="invalid_api_key",
+        client_request_id=client_request_id,
+    )
+
+
+def rejection_response(
+    runtime: EndpointRuntime,
+    flavor: Flavor,
+    rejection: Rejection,
+    deployment: str,
+    client_request_id: str | None,
+) -> web.Response:
+    """A refused request in the flavour's words: 429 with ``retry-after`` (whole seconds,
+    rounded up) and ``retry-after-ms``, 503 for an outage, or the injected fault's status."""
+    status = rejection.status
+    retry_s = rejection.retry_after_s
+    if retry_s is None and status == 429:
+        retry_s = _DEFAULT_429_RETRY_S  # the service always says when to come back from a 429
+    wait_s = retry_s if retry_s is not None else _DEFAULT_429_RETRY_S
+    extra: list[tuple[str, str]] = []
+    if retry_s is not None:
+        extra.append(("retry-after", str(retry_after_seconds(retry_s))))
+        extra.append(("retry-after-ms", str(max(1, round(retry_s * 1000)))))
+    if flavor == "azure":
+        if status == 429:
+            code, message = "429", azure_rate_limit_message(wait_s)
+        else:
+            code, message = _AZURE_STATUS.get(
+                status, (str(status), f"The request failed with status {status}.")
+            )
+        return azure_error_response(
+            runtime,
+            status,
+            code,
+            message,
+            client_request_id=client_request_id,
+            deployment=deployment,
+            extra_headers=extra,
+        )
+    if status == 429:
+        kind: Literal["requests", "tokens"] = "tokens" if rejection.reason == "tokens_per_min" else "requests"
+        return openai_error_response(
+            runtime,
+            429,
+            openai_rate_limit_message(deployment, kind, wait_s),
+            type=kind,
+            code="rate_limit_exceeded",
+            client_request_id=client_request_id,
+            deployment=deployment,
+            extra_headers=extra,
+        )
+    message = _OPENAI_STATUS.get(status, f"The request failed with status {status}.")
+    return openai_error_response(
+        runtime,
+        status,
+        message,
+        type=_openai_type(status),
+        client_request_id=client_request_id,
+        deployment=deployment,
+        extra_headers=extra,
+    )
+
+
+def abort_connection(request: web.Request) -> None:
+    """Drop the TCP connection now, without a response (or in the middle of one)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+# --------------------------------------------------------------------------- the endpoint
+
+
+class _Cut(Exception):
+    """A disconnect fault: stop writing and abort the connection."""
 
 
 class _Call:
     """What one request has accumulated so far; written to the ledger once, when it ends."""
 
     __slots__ = (
+        "api",
         "bytes_in",
         "bytes_out",
         "crid",
@@ -96,12 +372,13 @@ class _Call:
         "tokens_out",
     )
 
-    def __init__(self, crid: str | None, deployment: str | None, received_wall_ns: int) -> None:
+    def __init__(self, crid: str | None, deployment: str | None, api: str, received_wall_ns: int) -> None:
         self.crid = crid
         self.deployment = deployment
+        self.api = api
         self.received_wall_ns = received_wall_ns
         self.response_id: str | None = None
-        self.status = 200
+        self.status = STATUS_NOT_SENT
         self.stream = False
         self.bytes_in = 0
         self.bytes_out = 0
@@ -109,36 +386,40 @@ class _Call:
         self.tokens_out = 0
 
 
-class _AzureChat:
-    """The request handlers of one endpoint; everything constant is decided here, once."""
+_TEXT_CACHE_MAX_TOKENS: Final = 4096
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-    __slots__ = (
-        "_cloud",
-        "_deployments",
-        "_endpoint",
-        "_ids",
-        "_latency",
-        "_ledger",
-        "_mock",
-        "_pid",
-        "_prefix",
-        "_region",
-        "_texts",
-    )
 
-    def __init__(self, endpoint: FleetEndpoint, ledger: Ledger, seed: int) -> None:
-        self._endpoint = endpoint.name
-        self._cloud = endpoint.cloud
-        self._region = endpoint.region
-        self._deployments = frozenset(endpoint.deployments)
-        self._latency = LatencyModel(endpoint.latency, seed)
-        self._ledger = ledger
-        self._mock = mock_headers(endpoint.cloud, endpoint.region)
-        self._pid = os.getpid()
+class _Endpoint:
+    """The stateless handlers of one endpoint in one flavour; everything constant decided once."""
+
+    __slots__ = ("_chat_prefix", "_cmpl_prefix", "_flavor", "_ids", "_latency", "_runtime", "_texts")
+
+    def __init__(self, runtime: EndpointRuntime, flavor: Flavor) -> None:
+        self._runtime = runtime
+        self._flavor: Flavor = check_flavor(flavor)
+        self._latency = runtime.latency
         # Response ids must be unique across endpoints and processes, not reproducible.
-        self._prefix = "chatcmpl-" + secrets.token_hex(6)
+        token = secrets.token_hex(6)
+        self._chat_prefix = "chatcmpl-" + token
+        self._cmpl_prefix = "cmpl-" + token
         self._ids = itertools.count(1)
         self._texts: dict[int, str] = {}  # non-stream reply text by length; the same for every request
+
+    def route(self, api: str, *, deployment_in_path: bool) -> Handler:
+        """The handler of ``api`` on one URL form (only the deployment path takes api-version)."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            deployment = request.match_info["deployment"] if deployment_in_path else None
+            call = _Call(client_request_id_of(request), deployment, api, time.time_ns())
+            try:
+                return await self._serve(request, call, need_api_version=deployment_in_path)
+            finally:
+                self._record(call)
+
+        return handler
+
+    # ------------------------------------------------------------------ helpers
 
     def _reply_text(self, n_tokens: int) -> str:
         """The non-stream reply: tokens 0..n-1 concatenated (cached per length)."""
@@ -149,30 +430,15 @@ class _AzureChat:
                 self._texts[n_tokens] = text
         return text
 
-    # ------------------------------------------------------------------ routes
-
-    async def deployment_route(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, request.match_info["deployment"], need_api_version=True)
-
-    async def v1_route(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, None, need_api_version=False)
-
-    # ------------------------------------------------------------------ helpers
-
-    def _headers(self, content_type: tuple[str, str], crid: str | None) -> list[tuple[str, str]]:
-        headers = [content_type]
-        headers.extend(vendor_headers(self._cloud, self._region, crid))
-        headers.extend(self._mock)
-        return headers
-
     def _record(self, call: _Call) -> None:
-        self._ledger.append(
+        runtime = self._runtime
+        runtime.ledger.append(
             request_id=call.crid,
-            endpoint=self._endpoint,
-            cloud=self._cloud,
-            region=self._region,
+            endpoint=runtime.name,
+            cloud=runtime.cloud,
+            region=runtime.region,
             deployment=call.deployment,
-            api=API,
+            api=call.api,
             stateful=False,
             response_id=call.response_id,
             status=call.status,
@@ -183,91 +449,226 @@ class _AzureChat:
             tokens_out=call.tokens_out,
             received_wall_ns=call.received_wall_ns,
             done_wall_ns=time.time_ns(),
-            pid=self._pid,
+            pid=runtime.pid,
         )
 
-    def _error(self, call: _Call, status: int, code: str, message: str) -> web.Response:
-        body = wire.error_body(code, message)
-        call.status = status
-        call.bytes_out = len(body)
-        self._record(call)
-        return web.Response(status=status, body=body, headers=self._headers(_ERROR_CT, call.crid))
+    def _sent(self, call: _Call, resp: web.Response) -> web.Response:
+        call.status = resp.status
+        call.bytes_out = len(resp.body) if isinstance(resp.body, bytes) else 0
+        return resp
+
+    def _fail(
+        self,
+        call: _Call,
+        status: int,
+        message: str,
+        *,
+        azure_code: str,
+        openai_code: str | None = None,
+        param: str | None = None,
+    ) -> web.Response:
+        return self._sent(
+            call,
+            error_response(
+                self._runtime,
+                self._flavor,
+                status,
+                message,
+                azure_code=azure_code,
+                openai_code=openai_code,
+                param=param,
+                client_request_id=call.crid,
+                deployment=call.deployment,
+            ),
+        )
+
+    def _bad_request(self, call: _Call, message: str, param: str | None = None) -> web.Response:
+        return self._fail(call, 400, message, azure_code="BadRequest", param=param)
 
     # ------------------------------------------------------------------ the request
 
     async def _serve(
-        self, request: web.Request, deployment: str | None, *, need_api_version: bool
+        self, request: web.Request, call: _Call, *, need_api_version: bool
     ) -> web.StreamResponse:
-        call = _Call(request.headers.get(CLIENT_REQUEST_ID), deployment, time.time_ns())
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        headers = request.headers
         raw = await request.read()
         call.bytes_in = len(raw)
-
-        if "api-key" not in headers and "Authorization" not in headers:
-            return self._error(call, 401, "401", MSG_401)
+        flavor = self._flavor
+        if not is_authorized(request, flavor):
+            return self._sent(call, auth_error_response(self._runtime, flavor, call.crid))
         if need_api_version and not request.query.get("api-version"):
-            return self._error(call, 400, "MissingApiVersionParameter", MSG_NO_API_VERSION)
+            return self._fail(call, 400, MSG_NO_API_VERSION, azure_code="MissingApiVersionParameter")
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):
-            return self._error(call, 400, "BadRequest", "The request body must be a JSON object.")
-        if deployment is None:
+            return self._bad_request(call, "The request body must be a JSON object.")
+        if call.deployment is None:
             model = body.get("model")
             if not isinstance(model, str) or not model:
-                return self._error(call, 400, "BadRequest", "'model' (the deployment name) is required.")
-            call.deployment = deployment = model
-        if deployment not in self._deployments:
-            return self._error(call, 404, "DeploymentNotFound", MSG_404)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return self._error(call, 400, "BadRequest", "'messages' must be a non-empty array.")
+                what = "'model' (the deployment name)" if flavor == "azure" else "'model'"
+                return self._bad_request(call, f"{what} is required.", "model")
+            call.deployment = model
+        if call.deployment not in self._runtime.deployments:
+            if flavor == "azure":
+                return self._fail(call, 404, MSG_404, azure_code="DeploymentNotFound")
+            message = f"The model `{call.deployment}` does not exist or you do not have access to it."
+            return self._fail(
+                call, 404, message, azure_code="DeploymentNotFound", openai_code="model_not_found"
+            )
+        if call.api == API_EMBEDDINGS:
+            return await self._embeddings(request, call, body)
+        return await self._generate(request, call, body)
 
-        call.tokens_in = prompt_tokens = prompt_tokens_of(messages)
-        max_tokens = body.get("max_completion_tokens")
-        if max_tokens is None:
-            max_tokens = body.get("max_tokens")
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            max_tokens = None
-        latency = self._latency
-        n_out = latency.output_tokens(max_tokens)
-        finish_reason = "length" if max_tokens is not None and n_out >= max_tokens else "stop"
-        call.response_id = response_id = f"{self._prefix}{next(self._ids):x}"
-        created = int(time.time())
-        due = t0 + latency.ttft_s(prompt_tokens)
-
-        if body.get("stream") is True:
-            options = body.get("stream_options")
-            include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            encoder = wire.ChunkEncoder(response_id, created, deployment, usage_null=include_usage)
-            return await self._stream(request, call, encoder, due, n_out, finish_reason, include_usage)
-
-        due += latency.decode_s(n_out)
-        text = self._reply_text(n_out)
-        out = wire.chat_completion_body(
-            response_id, created, deployment, text, prompt_tokens, n_out, finish_reason
-        )
+    async def _admitted(
+        self, request: web.Request, call: _Call, est_tokens: int, serve: Callable[[FaultPlan], Awaitable[Any]]
+    ) -> web.StreamResponse:
+        """Admission, rejection rendering and the reset fault around ``serve(plan)``."""
+        deployment = call.deployment
+        assert deployment is not None
+        admission = await self._runtime.admit(deployment, est_tokens)
         try:
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            rejection = admission.rejection
+            if rejection is not None:
+                return self._sent(
+                    call, rejection_response(self._runtime, self._flavor, rejection, deployment, call.crid)
+                )
+            plan = admission.plan
+            if plan.reset_before_response:
+                abort_connection(request)
+                return web.Response(status=STATUS_NOT_SENT)  # never written: the connection is gone
+            response: web.StreamResponse = await serve(plan)
+            return response
+        finally:
+            admission.release()
+
+    async def _generate(self, request: web.Request, call: _Call, body: dict[str, Any]) -> web.StreamResponse:
+        """Chat completions and legacy completions: the same timeline, different encoders."""
+        chat = call.api == API_CHAT
+        if chat:
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages:
+                return self._bad_request(call, "'messages' must be a non-empty array.", "messages")
+            tokens_in = prompt_tokens_of(messages)
+            max_tokens = _max_tokens(body, "max_completion_tokens", "max_tokens")
+        else:
+            prompt = texts_of(body.get("prompt"))
+            if prompt is None:
+                return self._bad_request(
+                    call, "'prompt' must be a string, an array of strings or an array of token ids.", "prompt"
+                )
+            tokens_in = prompt[1]
+            max_tokens = _max_tokens(body, "max_tokens")
+        stream = body.get("stream") is True
+        call.stream = stream
+        call.tokens_in = tokens_in
+        n_out = self._latency.output_tokens(max_tokens)
+        est_tokens = tokens_in + (max_tokens if max_tokens is not None else n_out)
+
+        async def serve(plan: FaultPlan) -> web.StreamResponse:
+            latency = self._latency
+            flavor = self._flavor
+            model = call.deployment
+            assert model is not None
+            finish_reason = "length" if max_tokens is not None and n_out >= max_tokens else "stop"
+            prefix = self._chat_prefix if chat else self._cmpl_prefix
+            call.response_id = response_id = f"{prefix}{next(self._ids):x}"
+            created = int(time.time())
+            start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
+            due = start + latency.ttft_s(tokens_in)
+            if stream:
+                options = body.get("stream_options")
+                include_usage = isinstance(options, dict) and options.get("include_usage") is True
+                encoder_type = wire.ChunkEncoder if chat else wire.CompletionChunkEncoder
+                encoder = encoder_type(response_id, created, model, usage_null=include_usage, flavor=flavor)
+                return await self._stream(
+                    request, call, encoder, plan, start, due, n_out, finish_reason, include_usage
+                )
+            due += latency.decode_s(n_out)
+            encode = wire.chat_completion_body if chat else wire.completion_body
+            out = encode(
+                response_id,
+                created,
+                model,
+                self._reply_text(n_out),
+                tokens_in,
+                n_out,
+                finish_reason,
+                flavor=flavor,
+            )
+            return await self._reply(request, call, out, due, n_out, plan)
+
+        return await self._admitted(request, call, est_tokens, serve)
+
+    async def _embeddings(
+        self, request: web.Request, call: _Call, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        inputs = texts_of(body.get("input"))
+        if inputs is None or not all(inputs[0]):
+            return self._bad_request(
+                call, "'input' must be a non-empty string or array of strings or token ids.", "input"
+            )
+        texts, tokens_in = inputs
+        encoding_format = body.get("encoding_format") or "float"
+        if encoding_format not in ("float", "base64"):
+            return self._bad_request(
+                call, "'encoding_format' must be 'float' or 'base64'.", "encoding_format"
+            )
+        dimensions = body.get("dimensions", wire.EMBEDDING_DIMENSIONS)
+        if (
+            not isinstance(dimensions, int)
+            or isinstance(dimensions, bool)
+            or not 1 <= dimensions <= wire.MAX_EMBEDDING_DIMENSIONS
+        ):
+            return self._bad_request(
+                call, f"'dimensions' must be between 1 and {wire.MAX_EMBEDDING_DIMENSIONS}.", "dimensions"
+            )
+        call.tokens_in = tokens_in
+
+        async def serve(plan: FaultPlan) -> web.StreamResponse:
+            model = call.deployment
+            assert model is not None
+            start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
+            due = start + self._latency.ttft_s(tokens_in)
+            out = wire.embeddings_body(
+                model, texts, tokens_in, dimensions=dimensions, encoding_format=encoding_format
+            )
+            return await self._reply(request, call, out, due, 0, plan)
+
+        return await self._admitted(request, call, tokens_in, serve)
+
+    async def _reply(
+        self, request: web.Request, call: _Call, out: bytes, due: float, n_out: int, plan: FaultPlan
+    ) -> web.StreamResponse:
+        """A non-stream body at ``due`` (a cancelled wait leaves the ledger status at 499)."""
+        await self._runtime.sleep_until(due)
+        headers = response_headers(self._runtime, JSON_CT, call.crid, call.deployment)
+        call.status = 200
+        if plan.disconnect_after_chunks is None and plan.malformed_at_chunk is None:
             call.bytes_out = len(out)
             call.tokens_out = n_out
-        except asyncio.CancelledError:
-            call.status = 499  # cancelled before replying (server shutdown); nothing was sent
-            raise
-        finally:
-            self._record(call)
-        return web.Response(body=out, headers=self._headers(_JSON_CT, call.crid))
+            return web.Response(body=out, headers=headers)
+        half = out[: len(out) // 2]
+        call.bytes_out = len(half)
+        if plan.disconnect_after_chunks is None:  # malformed: a complete response, invalid JSON
+            return web.Response(body=half, headers=headers)
+        resp = web.StreamResponse(headers=headers)
+        resp.content_length = len(out)
+        try:
+            await resp.prepare(request)
+            await resp.write(half)
+        except ConnectionResetError:
+            pass
+        abort_connection(request)
+        return resp
 
     async def _stream(
         self,
         request: web.Request,
         call: _Call,
         encoder: wire.ChunkEncoder,
+        plan: FaultPlan,
+        start: float,
         due: float,
         n_out: int,
         finish_reason: str,
@@ -278,55 +679,95 @@ class _AzureChat:
         ``encoder`` precomputes everything but the delta; with include_usage every chunk
         carries ``"usage": null``, as the service's do.
         """
-        call.stream = True
-        loop = asyncio.get_running_loop()
+        sleep_until = self._runtime.sleep_until
+        if plan.first_byte_delay_s > 0:
+            await sleep_until(start)
         itl_s = self._latency.itl_s
-        resp = web.StreamResponse(status=200, headers=self._headers(_SSE_CT, call.crid))
+        prelude = encoder.prelude()
+        first = encoder.start()
+        last = len(prelude) + len(first) + n_out + 1 + include_usage  # the index of [DONE]
+        cut = plan.disconnect_after_chunks
+        bad = plan.malformed_at_chunk
+        if cut is not None:
+            cut = min(cut, last)
+        if bad is not None:
+            bad = min(bad, last)
+        resp = web.StreamResponse(
+            status=200, headers=response_headers(self._runtime, SSE_CT, call.crid, call.deployment)
+        )
         write = resp.write
+        sent = 0
+
+        async def emit(chunk: bytes) -> None:
+            nonlocal sent
+            if sent == cut:
+                raise _Cut
+            if sent == bad:
+                chunk = wire.MALFORMED_CHUNK
+            await write(chunk)
+            call.bytes_out += len(chunk)
+            sent += 1
+
         try:
             await resp.prepare(request)
-            chunk = wire.prompt_filter_chunk()
-            await write(chunk)
-            call.bytes_out += len(chunk)
-
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            chunk = encoder.role()
-            await write(chunk)
-            call.bytes_out += len(chunk)
+            call.status = 200
+            for chunk in prelude:
+                await emit(chunk)
+            await sleep_until(due)
+            for chunk in first:
+                await emit(chunk)
+            content = encoder.content
             for i in range(n_out):
                 if i:
                     due += itl_s()
-                    delay = due - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                chunk = encoder.content(output_token(i))
-                await write(chunk)
-                call.bytes_out += len(chunk)
+                    await sleep_until(due)
+                await emit(content(output_token(i)))
                 call.tokens_out += 1
-
-            chunk = encoder.finish(finish_reason)
+            await emit(encoder.finish(finish_reason))
             if include_usage:
-                await write(chunk)
-                call.bytes_out += len(chunk)
-                chunk = encoder.usage(call.tokens_in, n_out)
-            await write(chunk)
-            call.bytes_out += len(chunk)
-            await write(wire.SSE_DONE)
-            call.bytes_out += len(wire.SSE_DONE)
+                await emit(encoder.usage(call.tokens_in, n_out))
+            await emit(wire.SSE_DONE)
             await resp.write_eof()
+        except _Cut:
+            abort_connection(request)
         except ConnectionResetError:
             pass  # the client went away mid-stream: a fact for the ledger, not a server error
-        finally:
-            self._record(call)
         return resp
 
 
+# --------------------------------------------------------------------------- app factories
+
+_OPS: Final = (
+    ("chat/completions", API_CHAT),
+    ("completions", API_COMPLETIONS),
+    ("embeddings", API_EMBEDDINGS),
+)
+
+
 def make_azure_app(runtime: EndpointRuntime) -> web.Application:
-    """An aiohttp app serving one mock Azure OpenAI endpoint, recording into its runtime's ledger."""
-    chat = _AzureChat(runtime.endpoint, runtime.ledger, runtime.seed)
+    """An aiohttp app serving one mock Azure OpenAI endpoint (classic deployment paths and the
+    v1 API), recording into its runtime's ledger."""
+    from harness.mocks.openai_stateful import add_stateful_routes  # it may import this module
+
+    endpoint = _Endpoint(runtime, "azure")
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/openai/deployments/{deployment}/chat/completions", chat.deployment_route)
-    app.router.add_post("/openai/v1/chat/completions", chat.v1_route)
+    for op, api in _OPS:
+        app.router.add_post(
+            f"/openai/deployments/{{deployment}}/{op}", endpoint.route(api, deployment_in_path=True)
+        )
+        app.router.add_post(f"/openai/v1/{op}", endpoint.route(api, deployment_in_path=False))
+    add_stateful_routes(app, runtime, flavor="azure")
+    return app
+
+
+def make_openai_app(runtime: EndpointRuntime) -> web.Application:
+    """An aiohttp app serving one mock OpenAI-direct endpoint (``/v1/...``, Bearer auth); its
+    deployments are model ids."""
+    from harness.mocks.openai_stateful import add_stateful_routes  # it may import this module
+
+    endpoint = _Endpoint(runtime, "openai")
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    for op, api in _OPS:
+        app.router.add_post(f"/v1/{op}", endpoint.route(api, deployment_in_path=False))
+    add_stateful_routes(app, runtime, flavor="openai")
     return app

@@ -1,0 +1,647 @@
+"""Can the mocks keep up? Three measurements, side by side in one run, servers pinned to one core
+and clients to the other (the machine is shared and noisy: compare the ratios).
+
+(a) Non-stream requests: one mock process (an azure_openai endpoint with zero latency) against a
+    bare aiohttp handler returning one fixed JSON body (bench/minimal_target.py), under the same
+    closed-loop lean client. Server CPU µs per request from /proc (psutil). Target: mock ≤ 1.5×.
+(b) harness core vs mock core: CPU per request of `harness run` (a generated profile, external
+    endpoint = the mock, non-stream, constant rate) and of the mock, over the same steady window.
+    Target: one mock core serves ≥ 2× what one harness core drives.
+(c) Emission accuracy of concurrent streams at a fixed inter-token time (default 2,000 × 20 ms):
+    c1/c2 a bench SSE server that sleeps with ``EndpointRuntime.sleep_until`` (batched) or plain
+    ``asyncio.sleep``, measured server-side (ITL error of write times) and client-side; c3 the
+    real Azure mock, measured client-side by several lean client processes. ITL error =
+    |(t_i − t_(i−1)) − ITL| per token after the first; target p99 ≤ 2 ms.
+
+    .venv/bin/python bench/mocks.py [--duration-s 8] [--streams 2000] [--itl-ms 20] [--only a,b,c]
+
+Internal sub-commands (the driver starts them): ``_rr-client``, ``_sse-client``, ``_sse-server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHAT_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+HIST_BIN_MS = 0.05
+HIST_BINS = 2000  # 0-100 ms, then one overflow bin
+
+FLEET = """
+name = "bench-mocks"
+seed = 1
+[[endpoints]]
+name = "mock"
+cloud = "azure"
+dialect = "azure_openai"
+region = "eastus"
+deployments = ["gpt-4o"]
+latency = {{ ttft_base_ms = 0, prefill_us_per_token = 0, itl_ms = {itl_ms}, jitter_frac = 0{out} }}
+"""
+
+PROFILE = """
+name = "bench-mocks-harness"
+seed = 1
+duration_s = {duration}
+[target]
+policy = "{policy}"
+[target.endpoints.mock]
+base_url = "{base_url}"
+cloud = "azure"
+[client]
+connections = 64
+max_in_flight = 64
+lag_budget_ms = 1000
+[[scenarios]]
+name = "chat"
+stream = false
+prompt_tokens = 16
+max_tokens = 1
+arrival = {{ process = "constant", rate_rps = {rate} }}
+routes = [{{ endpoint = "mock", deployment = "gpt-4o" }}]
+"""
+
+
+def _popen(args: list[str], cpu: int, **kwargs: Any) -> subprocess.Popen[str]:
+    """Start a process and pin it to ``cpu`` (set from here, so no preexec_fn is needed)."""
+    proc = subprocess.Popen(args, text=True, cwd=ROOT, **kwargs)
+    os.sched_setaffinity(proc.pid, {cpu})
+    return proc
+
+
+def _spawn(args: list[str], cpu: int) -> tuple[subprocess.Popen[str], str]:
+    """Start a process pinned to ``cpu``; return it and its first stdout line."""
+    proc = _popen(args, cpu, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"{args} exited before it was ready")
+    return proc, line
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _cpu_s(pid: int, tree: bool = False) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    procs = [proc, *proc.children(recursive=True)] if tree else [proc]
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def _start_mock(tmp: Path, cpu: int, *, itl_ms: float = 0, output_tokens: int | None = 1) -> tuple[Any, dict]:
+    fleet = tmp / f"fleet-{itl_ms}-{output_tokens}.toml"
+    out = f", output_tokens = {output_tokens}" if output_tokens else ""
+    fleet.write_text(FLEET.format(itl_ms=itl_ms, out=out))
+    proc, line = _spawn([sys.executable, "-m", "harness.mocks", "--fleet", str(fleet)], cpu)
+    return proc, json.loads(line)
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _post(url: str) -> None:
+    req = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        resp.read()
+
+
+# --------------------------------------------------------------------------- lean clients
+
+
+def _request_bytes(host: str, port: int, body: bytes) -> bytes:
+    return (
+        f"POST {CHAT_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\napi-key: k\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+_CL = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+
+
+async def _rr_client(port: int, conns: int, duration_s: float) -> dict[str, int]:
+    """Closed loop: ``conns`` keep-alive connections, each sends the next request on a reply."""
+    loop = asyncio.get_running_loop()
+    body = b'{"messages":[{"role":"user","content":"hello"}],"max_tokens":1}'
+    request = _request_bytes("127.0.0.1", port, body)
+    counts = {"ok": 0, "other": 0}
+    end = loop.time() + duration_s
+    done = loop.create_future()
+    open_conns = conns
+
+    class RR(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.t = transport
+            self.buf = bytearray()
+            transport.write(request)
+
+        def data_received(self, data: bytes) -> None:
+            buf = self.buf
+            buf += data
+            while True:
+                head_end = buf.find(b"\r\n\r\n")
+                if head_end < 0:
+                    return
+                m = _CL.search(buf, 0, head_end)
+                total = head_end + 4 + (int(m.group(1)) if m else 0)
+                if len(buf) < total:
+                    return
+                counts["ok" if buf[9:12] == b"200" else "other"] += 1
+                del buf[:total]
+                if loop.time() < end:
+                    self.t.write(request)
+                else:
+                    self.t.close()
+                    return
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            nonlocal open_conns
+            open_conns -= 1
+            if open_conns == 0 and not done.done():
+                done.set_result(None)
+
+    for _ in range(conns):
+        await loop.create_connection(RR, "127.0.0.1", port)
+    await asyncio.wait_for(done, timeout=duration_s + 30)
+    return counts
+
+
+_TOKEN = b'"delta":{"content":"'
+_EMPTY = b'"delta":{"content":"",'  # the role chunk: no text
+
+
+async def _sse_client(
+    port: int,
+    path: str,
+    body: bytes,
+    streams: int,
+    itl_ms: float,
+    spread_s: float,
+    window: tuple[float, float],
+) -> dict[str, Any]:
+    """Open ``streams`` streams (starts spread over ``spread_s``), timestamp every read, and bin
+    the |ITL error| of each token event after a stream's first inside ``window`` (monotonic s).
+    Events that arrive in the same read as an earlier one count as a whole ITL early."""
+    loop = asyncio.get_running_loop()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\napi-key: k\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    request = head + body
+    itl_s = itl_ms / 1000.0
+    early_bin = min(HIST_BINS, int(itl_ms / HIST_BIN_MS))
+    hist = [0] * (HIST_BINS + 1)
+    stats = {"events": 0, "reads": 0}
+    lo, hi = window
+    finished = loop.create_future()
+    remaining = streams
+
+    class SSE(asyncio.Protocol):
+        __slots__ = ("prev", "transport")
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.prev = 0.0
+            transport.write(request)
+
+        def data_received(self, data: bytes) -> None:
+            now = time.monotonic()
+            stats["reads"] += 1
+            n = data.count(_TOKEN) - data.count(_EMPTY)
+            if n > 0:
+                stats["events"] += n
+                if self.prev and lo <= now < hi:
+                    hist[min(HIST_BINS, int(abs((now - self.prev) - itl_s) * 1000.0 / HIST_BIN_MS))] += 1
+                    if n > 1:
+                        hist[early_bin] += n - 1
+                self.prev = now
+            if b"[DONE]" in data:
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0 and not finished.done():
+                finished.set_result(None)
+
+    transports = []
+    start = loop.time()
+    for i in range(streams):
+        delay = start + spread_s * i / streams - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        transport, _ = await loop.create_connection(SSE, "127.0.0.1", port)
+        transports.append(transport)
+    try:
+        await asyncio.wait_for(finished, timeout=hi - time.monotonic() + 30)
+    except TimeoutError:
+        pass
+    for t in transports:
+        t.close()
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"hist": hist, **stats, "cpu_s": ru.ru_utime + ru.ru_stime}
+
+
+# --------------------------------------------------------------------------- bench SSE server
+
+
+async def _sse_server(mode: str, itl_ms: float, tokens: int) -> None:
+    """A minimal SSE endpoint whose streams sleep between tokens with ``EndpointRuntime.sleep_until``
+    (mode batched) or ``asyncio.sleep`` (mode asyncio); it records the ITL error of its writes."""
+    from aiohttp import web
+
+    from harness.mocks.ledger import Ledger
+    from harness.mocks.runtime import EndpointRuntime
+    from harness.profile.models import FleetEndpoint
+    from harness.protocols.azure_openai import ChunkEncoder
+    from harness.protocols.tokens import output_token
+
+    runtime = EndpointRuntime(
+        FleetEndpoint(name="bench", cloud="azure", region="eastus", deployments=["gpt-4o"]), Ledger(), 1
+    )
+    loop = asyncio.get_running_loop()
+    itl_s = itl_ms / 1000.0
+    hist = [0] * (HIST_BINS + 1)
+    collecting = [False]
+    sleep_until = runtime.sleep_until
+
+    async def asyncio_sleep_until(due: float) -> None:
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    sleeper = sleep_until if mode == "batched" else asyncio_sleep_until
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        encoder = ChunkEncoder("chatcmpl-bench", 1, "gpt-4o")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        due = loop.time()
+        prev_t = 0.0
+        try:
+            for i in range(tokens):
+                if i:
+                    due += itl_s
+                    await sleeper(due)
+                await resp.write(encoder.content(output_token(i)))
+                t = time.monotonic()
+                if i > 1 and collecting[0]:
+                    err = abs((t - prev_t) - itl_s) * 1000.0
+                    hist[min(HIST_BINS, int(err / HIST_BIN_MS))] += 1
+                prev_t = t
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+        return resp
+
+    async def stats(_: web.Request) -> web.Response:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return web.json_response({"hist": hist, "cpu_s": ru.ru_utime + ru.ru_stime})
+
+    async def collect(request: web.Request) -> web.Response:
+        collecting[0] = request.query.get("on") == "1"
+        if collecting[0]:
+            hist[:] = [0] * (HIST_BINS + 1)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/openai/deployments/{d}/chat/completions", stream)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/collect", collect)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
+    print(runner.addresses[0][1], flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _hist_pct(hist: list[int], q: float) -> float:
+    total = sum(hist)
+    if total == 0:
+        return float("nan")
+    target = q * total
+    acc = 0
+    for i, n in enumerate(hist):
+        acc += n
+        if acc >= target:
+            return (i + 1) * HIST_BIN_MS if i < HIST_BINS else float("inf")
+    return float("inf")
+
+
+def _merge(hists: list[list[int]]) -> list[int]:
+    return [sum(col) for col in zip(*hists, strict=True)]
+
+
+def _run_clients(args: list[list[str]], cpu: int, timeout: float) -> list[dict[str, Any]]:
+    procs = [_popen(a, cpu, stdout=subprocess.PIPE) for a in args]
+    out = []
+    for p in procs:
+        stdout, _ = p.communicate(timeout=timeout)
+        out.append(json.loads(stdout))
+    return out
+
+
+def _rr(port: int, cpu: int, duration: float, server_pid: int, clients: int = 2) -> tuple[float, float]:
+    """Closed-loop lean clients against ``port``: (requests/s, server CPU µs per request)."""
+    cpu0 = _cpu_s(server_pid)
+    args = [[sys.executable, __file__, "_rr-client", str(port), "32", str(duration)] for _ in range(clients)]
+    results = _run_clients(args, cpu, duration + 60)
+    cpu1 = _cpu_s(server_pid)
+    ok = sum(r["ok"] for r in results)
+    other = sum(r["other"] for r in results)
+    if other:
+        print(f"  warning: {other} non-200 replies", file=sys.stderr)
+    return ok / duration, (cpu1 - cpu0) / max(1, ok) * 1e6
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def part_a(tmp: Path, server_cpu: int, client_cpu: int, duration: float, rounds: int) -> None:
+    print(
+        f"(a) non-stream, closed loop (2 lean client processes × 32 connections), {duration:g} s × {rounds}"
+    )
+    mock, info = _start_mock(tmp, server_cpu)
+    mock_port = int(info["base_url"].rsplit(":", 1)[1])
+    bare, line = _spawn([sys.executable, str(ROOT / "bench/minimal_target.py")], server_cpu)
+    bare_port = int(line)
+    rows: dict[str, list[tuple[float, float]]] = {"bare": [], "mock": []}
+    try:
+        _rr(mock_port, client_cpu, 1.0, mock.pid)  # warm-up
+        _rr(bare_port, client_cpu, 1.0, bare.pid)
+        for _ in range(rounds):
+            rows["bare"].append(_rr(bare_port, client_cpu, duration, bare.pid))
+            rows["mock"].append(_rr(mock_port, client_cpu, duration, mock.pid))
+    finally:
+        _stop(mock)
+        _stop(bare)
+    med = {
+        k: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for k, v in rows.items()
+    }
+    print(f"  {'server':<26} {'req/s':>8} {'server CPU/req':>15}   (each round)")
+    for key, label in (("bare", "bare aiohttp handler"), ("mock", "mock (azure_openai, 0 ms)")):
+        each = "  ".join(f"{c:.1f}" for _, c in rows[key])
+        print(f"  {label:<26} {med[key][0]:>8.0f} {med[key][1]:>12.1f} µs   ({each})")
+    ratio = med["mock"][1] / med["bare"][1]
+    verdict = "met" if ratio <= 1.5 else "MISSED"
+    print(f"  mock / bare CPU per request: {ratio:.2f}× (target ≤ 1.5×: {verdict})")
+
+
+def part_b(tmp: Path, server_cpu: int, client_cpu: int, duration: float, rate: int) -> None:
+    print(f"(b) harness core vs mock core: `harness run`, constant {rate} rps, non-stream, {duration:g} s")
+    mock, info = _start_mock(tmp, server_cpu)
+    profile = tmp / "harness.toml"
+    profile.write_text(
+        PROFILE.format(
+            duration=duration,
+            policy=ROOT / "profiles/policies/azure-stateless-exclusive.toml",
+            base_url=info["base_url"],
+            rate=rate,
+        )
+    )
+    state_url = info["admin_url"] + "/endpoints/mock/state"
+    samples: list[tuple[float, float, float, int]] = []
+    try:
+        run = ["-m", "harness", "run", str(profile), "--results", str(tmp / "results"), "--no-progress"]
+        harness = _popen(
+            [sys.executable, *run], client_cpu, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + duration + 120
+        while harness.poll() is None and time.monotonic() < deadline:
+            try:
+                h = _cpu_s(harness.pid, tree=True)
+            except Exception:
+                break
+            rows = int(_get_json(state_url)["ledger_rows"])
+            samples.append((time.monotonic(), h, _cpu_s(mock.pid), rows))
+            time.sleep(0.5)
+        harness.wait(timeout=120)
+    finally:
+        _stop(mock)
+    final = samples[-1][3] if samples else 0
+    steady = [s for s in samples if 0.1 * final <= s[3] <= 0.9 * final]
+    if len(steady) < 2:
+        print("  not enough steady samples; increase --duration-s")
+        return
+    (t0, h0, m0, r0), (t1, h1, m1, r1) = steady[0], steady[-1]
+    n = r1 - r0
+    h_us, m_us = (h1 - h0) / n * 1e6, (m1 - m0) / n * 1e6
+    print(f"  steady window {t1 - t0:.1f} s, {n} requests ({n / (t1 - t0):.0f} rps served)")
+    print(f"  harness CPU/request {h_us:7.1f} µs  → one harness core drives ≈ {1e6 / h_us:8.0f} rps")
+    print(f"  mock    CPU/request {m_us:7.1f} µs  → one mock core serves   ≈ {1e6 / m_us:8.0f} rps")
+    ratio = h_us / m_us
+    print(f"  mock core / harness core: {ratio:.2f}× (target ≥ 2×: {'met' if ratio >= 2 else 'MISSED'})")
+
+
+def _sse_round(
+    label: str,
+    port: int,
+    server_pid: int,
+    client_cpu: int,
+    *,
+    streams: int,
+    itl_ms: float,
+    duration: float,
+    clients: int,
+    collect_url: str | None,
+) -> None:
+    """One emission measurement: clients start together (after a ready/go handshake), streams
+    ramp up over 1 s, and the window skips the ramp and the end."""
+    spread = 1.0
+    body = json.dumps(
+        {"messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 1_000_000}
+    )
+    per = [streams // clients + (1 if i < streams % clients else 0) for i in range(clients)]
+    cmd = [sys.executable, __file__, "_sse-client", str(port), CHAT_PATH, body]
+    procs = [
+        _popen(
+            [*cmd, str(n), str(itl_ms), str(spread)],
+            client_cpu,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for n in per
+    ]
+    for p in procs:
+        assert p.stdout is not None
+        p.stdout.readline()  # "ready": imported
+    start_at = time.monotonic() + 0.2
+    window = (start_at + spread + 1.0, start_at + spread + duration)
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(f"{start_at} {window[0]} {window[1]}\n")
+        p.stdin.flush()
+    time.sleep(max(0.0, window[0] - time.monotonic()))
+    if collect_url:
+        _post(collect_url + "?on=1")
+    cpu0 = _cpu_s(server_pid)
+    time.sleep(max(0.0, window[1] - time.monotonic()))
+    cpu1 = _cpu_s(server_pid)
+    if collect_url:
+        _post(collect_url + "?on=0")
+    results = []
+    for p in procs:
+        stdout, _ = p.communicate(timeout=duration + 120)
+        results.append(json.loads(stdout))
+    span = window[1] - window[0]
+    client_hist = _merge([r["hist"] for r in results])
+    client_cpu_s = sum(r["cpu_s"] for r in results)
+    client_busy = client_cpu_s / (duration + spread + 1.2)
+    line = f"  {label:<30} {streams:>6} {(cpu1 - cpu0) / span * 100:>5.0f}%"
+    if collect_url:
+        srv = _get_json(collect_url.replace("/collect", "/stats"))["hist"]
+        line += f" {_hist_pct(srv, 0.5):>6.2f} {_hist_pct(srv, 0.99):>6.2f} {_hist_pct(srv, 0.999):>6.2f}"
+    else:
+        line += f" {'—':>6} {'—':>6} {'—':>6}"
+    line += (
+        f" {_hist_pct(client_hist, 0.5):>6.2f} {_hist_pct(client_hist, 0.99):>6.2f} "
+        f"{_hist_pct(client_hist, 0.999):>6.2f}  {client_busy * 100:>4.0f}%"
+    )
+    print(line, flush=True)
+
+
+def part_c(
+    tmp: Path, server_cpu: int, client_cpu: int, duration: float, sweep: list[int], itl_ms: float
+) -> None:
+    clients = 4
+    print(
+        f"(c) emission: concurrent streams at ITL {itl_ms:g} ms, {duration:g} s window, {clients} lean "
+        "client processes on the other core; |ITL error| in ms (server-side: write times; client-side: reads)"
+    )
+    print(
+        f"  {'server':<30} {'streams':>6} {'srvCPU':>6} {'s p50':>6} {'s p99':>6} {'s p99.9':>6} "
+        f"{'c p50':>6} {'c p99':>6} {'c p99.9':>6}  {'clientCPU':>5}"
+    )
+    tokens = int((duration + 3.0) * 1000 / itl_ms)
+    mock, info = _start_mock(tmp, server_cpu, itl_ms=itl_ms, output_tokens=tokens)
+    mock_port = int(info["base_url"].rsplit(":", 1)[1])
+    servers = {}
+    try:
+        for mode in ("batched", "asyncio"):
+            servers[mode] = _spawn(
+                [sys.executable, __file__, "_sse-server", mode, str(itl_ms), str(tokens)], server_cpu
+            )
+        for streams in sweep:
+            for mode, label in (
+                ("batched", "runtime.sleep_until (batched)"),
+                ("asyncio", "asyncio.sleep per token"),
+            ):
+                proc, line = servers[mode]
+                port = int(line)
+                _sse_round(
+                    label, port, proc.pid, client_cpu, streams=streams, itl_ms=itl_ms, duration=duration,
+                    clients=clients, collect_url=f"http://127.0.0.1:{port}/collect",
+                )  # fmt: skip
+            _sse_round(
+                "Azure mock (azure_openai)", mock_port, mock.pid, client_cpu, streams=streams, itl_ms=itl_ms,
+                duration=duration, clients=clients, collect_url=None,
+            )  # fmt: skip
+    finally:
+        _stop(mock)
+        for proc, _ in servers.values():
+            _stop(proc)
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def _internal(argv: list[str]) -> int:
+    import uvloop
+
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "_rr-client":
+        result = uvloop.run(_rr_client(int(rest[0]), int(rest[1]), float(rest[2])))
+        print(json.dumps(result))
+    elif cmd == "_sse-client":
+        port, path, body, n, itl, spread = rest
+        print("ready", flush=True)
+        start_at, lo, hi = sys.stdin.readline().split()
+        delay = float(start_at) - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        result = uvloop.run(
+            _sse_client(
+                int(port), path, body.encode(), int(n), float(itl), float(spread), (float(lo), float(hi))
+            )
+        )
+        print(json.dumps(result))
+    elif cmd == "_sse-server":
+        uvloop.run(_sse_server(rest[0], float(rest[1]), int(rest[2])))
+    else:
+        raise SystemExit(f"unknown sub-command {cmd}")
+    return 0
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
+        return _internal(sys.argv[1:])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration-s", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds for (a)")
+    parser.add_argument("--rate", type=int, default=1500, help="harness run arrival rate for (b)")
+    parser.add_argument("--streams", default="500,1000,2000", help="stream counts for (c)")
+    parser.add_argument("--itl-ms", type=float, default=20.0)
+    parser.add_argument("--only", default="a,b,c")
+    args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = (cpus[0], cpus[1]) if len(cpus) > 1 else (cpus[0], cpus[0])
+    print(f"servers on cpu {server_cpu}, clients on cpu {client_cpu}; load average {os.getloadavg()[0]:.2f}")
+    only = set(args.only.split(","))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if "a" in only:
+            part_a(tmp, server_cpu, client_cpu, args.duration_s, args.rounds)
+        if "b" in only:
+            part_b(tmp, server_cpu, client_cpu, max(args.duration_s, 10.0), args.rate)
+        if "c" in only:
+            sweep = [int(n) for n in args.streams.split(",")]
+            part_c(tmp, server_cpu, client_cpu, args.duration_s, sweep, args.itl_ms)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
