@@ -27,7 +27,7 @@ from harness.profile.models import Fleet, FleetEndpoint, Latency
 from harness.protocols import bedrock as wire
 from harness.protocols import eventstream as es
 from harness.protocols.fingerprint import attribute
-from harness.results.schema import LEDGER_FIELDS
+from harness.results.schema import LEDGER_FIELDS, LEDGER_STATUS_NOT_SENT
 
 T = TypeVar("T")
 
@@ -666,7 +666,7 @@ async def test_disconnect_after_chunks_cuts_the_stream() -> None:
 
 
 async def test_reset_before_response_closes_the_connection() -> None:
-    """reset_before_response drops the connection without a reply; boto3 raises, the ledger says status 0."""
+    """reset_before_response drops the connection without a reply; boto3 raises, the ledger says not sent."""
     ledger = Ledger()
     runtime = ScriptedRuntime(ledger, plan=FaultPlan(reset_before_response=True))
     async with serve(runtime) as url:
@@ -674,7 +674,7 @@ async def test_reset_before_response_closes_the_connection() -> None:
         with pytest.raises(botocore.exceptions.BotoCoreError):
             await in_thread(lambda: client.converse(modelId=MODEL, messages=CONVERSE_MESSAGES))
         ledgered = await wait_rows(ledger, 2)  # boto3 retries a reset once with max_attempts=1
-    assert [(r["status"], r["bytes_out"]) for r in ledgered] == [(0, 0)] * 2
+    assert [(r["status"], r["bytes_out"]) for r in ledgered] == [(LEDGER_STATUS_NOT_SENT, 0)] * 2
     assert runtime.released == 2
 
 

@@ -69,6 +69,7 @@ from harness.protocols.openai_flavor import (
     retry_after_seconds,
 )
 from harness.protocols.tokens import approx_tokens, output_token
+from harness.results.schema import LEDGER_STATUS_NOT_SENT
 
 API_CHAT: Final = "chat.completions"
 API_COMPLETIONS: Final = "completions"
@@ -80,7 +81,7 @@ OPENAI_CLIENT_REQUEST_ID: Final = "x-client-request-id"
 JSON_CT: Final = "application/json"
 ERROR_CT: Final = "application/json; charset=UTF-8"
 SSE_CT: Final = "text/event-stream; charset=utf-8"
-STATUS_NOT_SENT: Final = 499  # the ledger's status when no response byte went out
+STATUS_NOT_SENT: Final = LEDGER_STATUS_NOT_SENT  # the ledger's status when no response byte went out
 
 MSG_401: Final = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "

@@ -44,8 +44,8 @@ Ledger: exactly one row per request that reached the handler, written when it en
 (``bedrock.unknown`` for other paths), deployment = the model id, request_id =
 ``x-ms-client-request-id`` if sent, else ``amz-sdk-invocation-id``; response_id = the Anthropic
 message id on invoke operations (Converse bodies carry none). Status is the HTTP status sent;
-200 once stream headers are out, also if the stream was cut short; 0 when the connection was
-reset before any reply; 499 when a server shutdown cancelled a request before its reply.
+200 once stream headers are out, also if the stream was cut short; 499
+(``LEDGER_STATUS_NOT_SENT``) when no reply went out: a reset, or a server shutdown.
 tokens_out counts the tokens sent.
 """
 
@@ -65,6 +65,7 @@ from harness.protocols import bedrock as wire
 from harness.protocols.eventstream import corrupt_crc
 from harness.protocols.fingerprint import mock_headers, vendor_headers
 from harness.protocols.tokens import approx_tokens, output_token
+from harness.results.schema import LEDGER_STATUS_NOT_SENT
 
 CLIENT_REQUEST_ID: Final = "x-ms-client-request-id"
 INVOCATION_ID: Final = "amz-sdk-invocation-id"
@@ -241,7 +242,7 @@ class _Bedrock:
             return await self._serve(request, call)
         except asyncio.CancelledError:
             if call.status == 200 and not call.started:
-                call.status = 499  # server shutdown before any reply
+                call.status = LEDGER_STATUS_NOT_SENT  # server shutdown before any reply
             raise
         finally:
             self._record(call)
@@ -326,7 +327,7 @@ class _Bedrock:
 
     def _reset(self, request: web.Request, call: _Call) -> web.Response:
         """Close the connection without a reply (the client sees a disconnect)."""
-        call.status = 0
+        call.status = LEDGER_STATUS_NOT_SENT
         call.response_id = None
         self._abort(request)
         return web.Response()  # never sent: the transport is gone

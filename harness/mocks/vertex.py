@@ -71,6 +71,7 @@ from harness.protocols import azure_openai as chat_wire
 from harness.protocols import vertex as wire
 from harness.protocols.fingerprint import mock_headers, vendor_headers
 from harness.protocols.tokens import output_token
+from harness.results.schema import LEDGER_STATUS_NOT_SENT
 
 CLIENT_REQUEST_ID: Final = "x-ms-client-request-id"
 API_UNSUPPORTED: Final = "vertex.unsupported"
@@ -78,7 +79,7 @@ API_CHAT: Final = "chat.completions"
 GENERATE: Final = "generateContent"
 STREAM: Final = "streamGenerateContent"
 CHAT: Final = "chat/completions"  # the OpenAI-compatible route's "method"
-STATUS_NOT_SENT: Final = 499  # the ledger's status when no response byte went out
+STATUS_NOT_SENT: Final = LEDGER_STATUS_NOT_SENT  # the ledger's status when no response byte went out
 
 _JSON_CT: Final = "application/json; charset=UTF-8"
 _SSE_CT: Final = "text/event-stream"

@@ -125,3 +125,8 @@ LEDGER_SCHEMA: Final = pa.schema(
 )
 
 LEDGER_FIELDS: Final = tuple(LEDGER_SCHEMA.names)
+
+# The ledger status of a request that got no response byte at all (a reset before any reply, or a
+# server shutdown cancelling it); nginx's "client closed request". 200 once headers went out, even
+# if the stream was cut short afterwards.
+LEDGER_STATUS_NOT_SENT: Final = 499
