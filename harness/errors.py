@@ -8,7 +8,9 @@ problems abort a run.
     HarnessError                      exit INVALID_INPUT unless stated
     ├── InputError                    bad user input: profile, fleet, policy, trace, CLI flag
     │   ├── ProfileError              one or more problems in a TOML file, each with its key path
-    │   └── TraceError                a trace file row that cannot be read (file and line)
+    │   ├── TraceError                a trace file row that cannot be read (file and line)
+    │   ├── GateSyntaxError           a threshold expression that does not parse (harness.gate.grammar)
+    │   └── GateInputError            a run or baseline directory a gate cannot judge (harness.gate)
     ├── SecretMissingError            an environment variable named by the profile is unset
     ├── RemoteTargetError             a non-loopback target without ``allow_remote = true``
     └── InfrastructureError           exit INFRASTRUCTURE: the mock fleet or a worker failed to start
