@@ -244,7 +244,7 @@ def run_capacity(
     probes_dir.mkdir()
 
     def run_probe(probe_loaded: LoadedProfile, where: Path) -> RunOutcome:
-        return run_with_uvloop(run_loaded(probe_loaded, where, console=console, progress=False))
+        return run_with_uvloop(run_loaded(probe_loaded, where, console=console, progress=False, report=False))
 
     def report(p: Probe) -> None:
         mark = "[green]pass[/]" if p.passed else f"[red]{p.verdict.lower()}[/]"

@@ -112,6 +112,43 @@ def _print_final(outcome) -> None:  # type: ignore[no-untyped-def]
 
 
 @app.command()
+def capacity(
+    profile: Annotated[Path, typer.Argument(help="profile TOML file; its thresholds define 'meets the SLO'")],
+    start_rps: Annotated[float, typer.Option(help="first rate probed (total, all scenarios)")] = 10.0,
+    max_rps: Annotated[float, typer.Option(help="never probe above this rate")] = 10_000.0,
+    growth: Annotated[float, typer.Option(help="rate multiplier while expanding")] = 2.0,
+    precision: Annotated[float, typer.Option(help="stop bisecting when within this fraction")] = 0.05,
+    step_duration_s: Annotated[
+        float, typer.Option("--step-duration-s", help="length of each probe run")
+    ] = 10.0,
+    max_probes: Annotated[int, typer.Option(help="give up after this many probe runs")] = 20,
+    results: Annotated[Path, typer.Option(help="directory that receives the capacity directory")] = Path(
+        "results"
+    ),
+) -> None:
+    """Find the highest arrival rate that passes every threshold and stays compliant (knee plot included)."""
+    from harness.capacity import SearchPlan, run_capacity
+    from harness.runner import prepare
+
+    try:
+        loaded = prepare(profile)
+        plan = SearchPlan(start_rps, max_rps, growth, precision, step_duration_s, max_probes)
+        result, out_dir = run_capacity(loaded, plan, results, console=err)
+    except HarnessError as exc:
+        raise _fail(exc) from None
+    if result.answer_rps is None:
+        out.print(f"[bold red]no passing rate[/] ({result.stopped_because})", highlight=False)
+    else:
+        out.print(
+            f"[bold green]capacity: {result.answer_rps:,.1f} rps[/] (first failing: "
+            f"{result.first_failing_rps or float('nan'):,.1f} rps; {result.stopped_because})",
+            highlight=False,
+        )
+    out.print(f"results: {out_dir} (capacity.json, knee.svg, probes/)", highlight=False)
+    raise typer.Exit(0 if result.answer_rps is not None else int(ExitCode.THRESHOLDS_FAILED))
+
+
+@app.command()
 def mock(
     fleet: Annotated[Path, typer.Option(help="fleet TOML file (profiles/fleets/*.toml)")],
     procs: Annotated[

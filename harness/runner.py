@@ -180,15 +180,27 @@ async def run_loaded(
     *,
     console: Console | None = None,
     progress: bool = True,
+    report: bool = True,
 ) -> RunOutcome:
     """Run a validated profile and write its run directory. Installs SIGINT/SIGTERM handlers
-    for the duration: the first signal stops the run gracefully, the second exits at once."""
+    for the duration: the first signal stops the run gracefully, the second exits at once.
+
+    With ``report``, the run directory also gets summary.md, report.html and junit.xml (the
+    same files ``harness report`` rebuilds from disk).
+    """
     console = console or Console(stderr=True)
     profile = loaded.profile
     run_dir = rundir.new_run_dir(results_root, profile.name)
     handler = _setup_log(run_dir)
     try:
-        return await _run(loaded, run_dir, console, progress)
+        outcome = await _run(loaded, run_dir, console, progress)
+        if report:
+            from harness.report import write_report  # matplotlib: only when a report is wanted
+
+            started = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(None, write_report, run_dir)
+            log.info("report written in %.1f s", time.monotonic() - started)
+        return outcome
     finally:
         logging.getLogger("harness").removeHandler(handler)
         handler.close()

@@ -1,0 +1,38 @@
+"""`harness capacity` on the embedded fleet finds the mock's configured knee (issue 7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import PROFILES, run_cli
+
+KNEE_RPS = 4 / 0.040  # profiles/fleets/knee.toml: max_concurrency / service time
+
+
+def test_capacity_search_finds_the_knee_within_10_percent(tmp_path: Path) -> None:
+    """The highest passing rate lies within 10% of the fleet's knee, and the knee plot is written."""
+    result = run_cli(
+        "capacity",
+        str(PROFILES / "capacity-knee.toml"),
+        "--start-rps",
+        "60",
+        "--max-rps",
+        "400",
+        "--precision",
+        "0.04",
+        "--step-duration-s",
+        "4",
+        "--results",
+        str(tmp_path),
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (out_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    capacity = json.loads((out_dir / "capacity.json").read_text())
+    answer = capacity["answer_rps"]
+    assert abs(answer - KNEE_RPS) / KNEE_RPS <= 0.10, capacity
+    assert capacity["first_failing_rps"] > answer
+    assert (out_dir / "knee.svg").read_text().lstrip().startswith("<?xml")
+    assert len(list((out_dir / "probes").iterdir())) == len(capacity["probes"])
+    assert "capacity:" in result.stdout
