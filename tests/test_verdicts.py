@@ -167,3 +167,39 @@ async def test_sigint_leaves_valid_partial_results(tmp_path: Path) -> None:
     assert counts["planned"] == sum(counts[k] for k in ("ok", "error", "timeout", "dropped", "cancelled"))
     assert summary["meta"]["interrupted"] is True
     assert not list(run_dir.glob("*.partial"))
+
+
+def test_fleet_that_cannot_start_exits_4(tmp_path: Path) -> None:
+    """When the embedded fleet cannot bind its port, `harness run` exits 4 with a one-line reason."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        fleet = tmp_path / "fleet.toml"
+        fleet.write_text(f"""
+name = "busy"
+[[endpoints]]
+name = "azure-busy"
+cloud = "azure"
+region = "eastus"
+port = {port}
+deployments = ["gpt-4o"]
+""")
+        profile = tmp_path / "p.toml"
+        profile.write_text(f"""
+name = "busy"
+duration_s = 1
+[target]
+fleet = "{fleet}"
+policy = "{POLICY}"
+[[scenarios]]
+name = "chat"
+arrival = {{ process = "constant", rate_rps = 5 }}
+routes = [{{ endpoint = "azure-busy", deployment = "gpt-4o" }}]
+""")
+        result = run_cli("run", str(profile), "--results", str(tmp_path / "r"), "--no-progress")
+    assert result.returncode == ExitCode.INFRASTRUCTURE, result.stdout + result.stderr
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and str(port) in message, message
