@@ -56,6 +56,7 @@ from typing import Any, Final, Literal
 import orjson
 from aiohttp import web
 
+from harness.mocks.call import Call
 from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection
 from harness.protocols import azure_openai as wire
 from harness.protocols.fingerprint import mock_headers, vendor_headers
@@ -68,7 +69,7 @@ from harness.protocols.openai_flavor import (
     openai_rate_limit_message,
     retry_after_seconds,
 )
-from harness.protocols.tokens import approx_tokens, output_token
+from harness.protocols.tokens import approx_tokens, output_text, output_token
 from harness.results.schema import LEDGER_STATUS_NOT_SENT
 
 API_CHAT: Final = "chat.completions"
@@ -356,45 +357,13 @@ class _Cut(Exception):
     """A disconnect fault: stop writing and abort the connection."""
 
 
-class _Call:
-    """What one request has accumulated so far; written to the ledger once, when it ends."""
-
-    __slots__ = (
-        "api",
-        "bytes_in",
-        "bytes_out",
-        "crid",
-        "deployment",
-        "received_wall_ns",
-        "response_id",
-        "status",
-        "stream",
-        "tokens_in",
-        "tokens_out",
-    )
-
-    def __init__(self, crid: str | None, deployment: str | None, api: str, received_wall_ns: int) -> None:
-        self.crid = crid
-        self.deployment = deployment
-        self.api = api
-        self.received_wall_ns = received_wall_ns
-        self.response_id: str | None = None
-        self.status = STATUS_NOT_SENT
-        self.stream = False
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.tokens_in = 0
-        self.tokens_out = 0
-
-
-_TEXT_CACHE_MAX_TOKENS: Final = 4096
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _Endpoint:
     """The stateless handlers of one endpoint in one flavour; everything constant decided once."""
 
-    __slots__ = ("_chat_prefix", "_cmpl_prefix", "_flavor", "_ids", "_latency", "_runtime", "_texts")
+    __slots__ = ("_chat_prefix", "_cmpl_prefix", "_flavor", "_ids", "_latency", "_runtime")
 
     def __init__(self, runtime: EndpointRuntime, flavor: Flavor) -> None:
         self._runtime = runtime
@@ -405,62 +374,30 @@ class _Endpoint:
         self._chat_prefix = "chatcmpl-" + token
         self._cmpl_prefix = "cmpl-" + token
         self._ids = itertools.count(1)
-        self._texts: dict[int, str] = {}  # non-stream reply text by length; the same for every request
 
     def route(self, api: str, *, deployment_in_path: bool) -> Handler:
         """The handler of ``api`` on one URL form (only the deployment path takes api-version)."""
 
         async def handler(request: web.Request) -> web.StreamResponse:
             deployment = request.match_info["deployment"] if deployment_in_path else None
-            call = _Call(client_request_id_of(request), deployment, api, time.time_ns())
+            call = Call(client_request_id_of(request), api, time.time_ns(), deployment=deployment)
             try:
                 return await self._serve(request, call, need_api_version=deployment_in_path)
             finally:
-                self._record(call)
+                call.record(self._runtime)
 
         return handler
 
     # ------------------------------------------------------------------ helpers
 
-    def _reply_text(self, n_tokens: int) -> str:
-        """The non-stream reply: tokens 0..n-1 concatenated (cached per length)."""
-        text = self._texts.get(n_tokens)
-        if text is None:
-            text = "".join([output_token(i) for i in range(n_tokens)])
-            if n_tokens <= _TEXT_CACHE_MAX_TOKENS:
-                self._texts[n_tokens] = text
-        return text
-
-    def _record(self, call: _Call) -> None:
-        runtime = self._runtime
-        runtime.ledger.append(
-            request_id=call.crid,
-            endpoint=runtime.name,
-            cloud=runtime.cloud,
-            region=runtime.region,
-            deployment=call.deployment,
-            api=call.api,
-            stateful=False,
-            response_id=call.response_id,
-            status=call.status,
-            stream=call.stream,
-            bytes_in=call.bytes_in,
-            bytes_out=call.bytes_out,
-            tokens_in=call.tokens_in,
-            tokens_out=call.tokens_out,
-            received_wall_ns=call.received_wall_ns,
-            done_wall_ns=time.time_ns(),
-            pid=runtime.pid,
-        )
-
-    def _sent(self, call: _Call, resp: web.Response) -> web.Response:
+    def _sent(self, call: Call, resp: web.Response) -> web.Response:
         call.status = resp.status
         call.bytes_out = len(resp.body) if isinstance(resp.body, bytes) else 0
         return resp
 
     def _fail(
         self,
-        call: _Call,
+        call: Call,
         status: int,
         message: str,
         *,
@@ -483,14 +420,12 @@ class _Endpoint:
             ),
         )
 
-    def _bad_request(self, call: _Call, message: str, param: str | None = None) -> web.Response:
+    def _bad_request(self, call: Call, message: str, param: str | None = None) -> web.Response:
         return self._fail(call, 400, message, azure_code="BadRequest", param=param)
 
     # ------------------------------------------------------------------ the request
 
-    async def _serve(
-        self, request: web.Request, call: _Call, *, need_api_version: bool
-    ) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, call: Call, *, need_api_version: bool) -> web.StreamResponse:
         raw = await request.read()
         call.bytes_in = len(raw)
         flavor = self._flavor
@@ -522,7 +457,7 @@ class _Endpoint:
         return await self._generate(request, call, body)
 
     async def _admitted(
-        self, request: web.Request, call: _Call, est_tokens: int, serve: Callable[[FaultPlan], Awaitable[Any]]
+        self, request: web.Request, call: Call, est_tokens: int, serve: Callable[[FaultPlan], Awaitable[Any]]
     ) -> web.StreamResponse:
         """Admission, rejection rendering and the reset fault around ``serve(plan)``."""
         deployment = call.deployment
@@ -543,7 +478,7 @@ class _Endpoint:
         finally:
             admission.release()
 
-    async def _generate(self, request: web.Request, call: _Call, body: dict[str, Any]) -> web.StreamResponse:
+    async def _generate(self, request: web.Request, call: Call, body: dict[str, Any]) -> web.StreamResponse:
         """Chat completions and legacy completions: the same timeline, different encoders."""
         chat = call.api == API_CHAT
         if chat:
@@ -591,7 +526,7 @@ class _Endpoint:
                 response_id,
                 created,
                 model,
-                self._reply_text(n_out),
+                output_text(n_out),
                 tokens_in,
                 n_out,
                 finish_reason,
@@ -601,9 +536,7 @@ class _Endpoint:
 
         return await self._admitted(request, call, est_tokens, serve)
 
-    async def _embeddings(
-        self, request: web.Request, call: _Call, body: dict[str, Any]
-    ) -> web.StreamResponse:
+    async def _embeddings(self, request: web.Request, call: Call, body: dict[str, Any]) -> web.StreamResponse:
         inputs = texts_of(body.get("input"))
         if inputs is None or not all(inputs[0]):
             return self._bad_request(
@@ -639,7 +572,7 @@ class _Endpoint:
         return await self._admitted(request, call, tokens_in, serve)
 
     async def _reply(
-        self, request: web.Request, call: _Call, out: bytes, due: float, n_out: int, plan: FaultPlan
+        self, request: web.Request, call: Call, out: bytes, due: float, n_out: int, plan: FaultPlan
     ) -> web.StreamResponse:
         """A non-stream body at ``due`` (a cancelled wait leaves the ledger status at 499)."""
         await self._runtime.sleep_until(due)
@@ -666,7 +599,7 @@ class _Endpoint:
     async def _stream(
         self,
         request: web.Request,
-        call: _Call,
+        call: Call,
         encoder: wire.ChunkEncoder,
         plan: FaultPlan,
         start: float,

@@ -60,11 +60,12 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from harness.mocks.call import Call
 from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection
 from harness.protocols import bedrock as wire
 from harness.protocols.eventstream import corrupt_crc
 from harness.protocols.fingerprint import mock_headers, vendor_headers
-from harness.protocols.tokens import approx_tokens, output_token
+from harness.protocols.tokens import approx_tokens, output_text, output_token
 from harness.results.schema import LEDGER_STATUS_NOT_SENT
 
 CLIENT_REQUEST_ID: Final = "x-ms-client-request-id"
@@ -96,7 +97,6 @@ MESSAGES_BY_EXCEPTION: Final[dict[str, str]] = {  # for injected statuses; [UNC]
 
 _JSON_CT: Final = ("Content-Type", "application/json")
 _ES_CT: Final = ("Content-Type", wire.EVENTSTREAM_CT)
-_TEXT_CACHE_MAX_TOKENS: Final = 4096
 
 
 def _texts(content: Any) -> int:
@@ -141,43 +141,20 @@ def rejection_error(rejection: Rejection) -> tuple[str, str]:
     return code, MESSAGES_BY_EXCEPTION.get(code, MSG_MALFORMED)
 
 
-class _Call:
-    """What one request has accumulated so far; written to the ledger once, when it ends."""
+class _Call(Call):
+    """A Bedrock request: also whether response headers went out (status then stays 200)."""
 
-    __slots__ = (
-        "api",
-        "bytes_in",
-        "bytes_out",
-        "crid",
-        "deployment",
-        "received_wall_ns",
-        "response_id",
-        "started",
-        "status",
-        "stream",
-        "tokens_in",
-        "tokens_out",
-    )
+    __slots__ = ("started",)
 
     def __init__(self, crid: str | None, received_wall_ns: int) -> None:
-        self.crid = crid
-        self.received_wall_ns = received_wall_ns
-        self.api = API_UNKNOWN
-        self.deployment: str | None = None
-        self.response_id: str | None = None
-        self.status = 200
-        self.started = False  # response headers sent
-        self.stream = False
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.tokens_in = 0
-        self.tokens_out = 0
+        super().__init__(crid, API_UNKNOWN, received_wall_ns, status=200)
+        self.started = False
 
 
 class _Bedrock:
     """The request handler of one endpoint; everything constant is decided here, once."""
 
-    __slots__ = ("_ids", "_mock", "_prefix", "_runtime", "_texts")
+    __slots__ = ("_ids", "_mock", "_prefix", "_runtime")
 
     def __init__(self, runtime: EndpointRuntime) -> None:
         self._runtime = runtime
@@ -185,15 +162,6 @@ class _Bedrock:
         # Message ids must be unique across endpoints and processes, not reproducible.
         self._prefix = "msg_bdrk_" + secrets.token_hex(6)
         self._ids = itertools.count(1)
-        self._texts: dict[int, str] = {}
-
-    def _reply_text(self, n_tokens: int) -> str:
-        text = self._texts.get(n_tokens)
-        if text is None:
-            text = "".join([output_token(i) for i in range(n_tokens)])
-            if n_tokens <= _TEXT_CACHE_MAX_TOKENS:
-                self._texts[n_tokens] = text
-        return text
 
     def _headers(self, first: list[tuple[str, str]], crid: str | None) -> list[tuple[str, str]]:
         runtime = self._runtime
@@ -201,28 +169,6 @@ class _Bedrock:
         headers.extend(vendor_headers(runtime.cloud, runtime.region, crid))
         headers.extend(self._mock)
         return headers
-
-    def _record(self, call: _Call) -> None:
-        runtime = self._runtime
-        runtime.ledger.append(
-            request_id=call.crid,
-            endpoint=runtime.name,
-            cloud=runtime.cloud,
-            region=runtime.region,
-            deployment=call.deployment,
-            api=call.api,
-            stateful=False,
-            response_id=call.response_id,
-            status=call.status,
-            stream=call.stream,
-            bytes_in=call.bytes_in,
-            bytes_out=call.bytes_out,
-            tokens_in=call.tokens_in,
-            tokens_out=call.tokens_out,
-            received_wall_ns=call.received_wall_ns,
-            done_wall_ns=time.time_ns(),
-            pid=runtime.pid,
-        )
 
     def _error(self, call: _Call, status: int, code: str, message: str) -> web.Response:
         body = wire.error_body(message)
@@ -245,7 +191,7 @@ class _Bedrock:
                 call.status = LEDGER_STATUS_NOT_SENT  # server shutdown before any reply
             raise
         finally:
-            self._record(call)
+            call.record(self._runtime)
 
     async def _serve(self, request: web.Request, call: _Call) -> web.StreamResponse:
         raw = await request.read()
@@ -304,7 +250,7 @@ class _Bedrock:
                 return await self._stream(request, call, plan, converse, t_a, due, n_out, stop_reason)
             due += latency.decode_s(n_out)
             await runtime.sleep_until(due)
-            text = self._reply_text(n_out)
+            text = output_text(n_out)
             latency_ms = round((loop.time() - t_a) * 1000)
             if converse:
                 out = wire.converse_response_body(text, stop_reason, prompt_tokens, n_out, latency_ms)

@@ -79,17 +79,17 @@ from harness.mocks.azure_openai import (
     rejection_response,
     response_headers,
 )
+from harness.mocks.call import Call
 from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection
 from harness.protocols import realtime as rt
 from harness.protocols import responses as wire
 from harness.protocols.openai_flavor import azure_rate_limit_message, openai_rate_limit_message
-from harness.protocols.tokens import approx_tokens, output_token
+from harness.protocols.tokens import approx_tokens, output_text, output_token
 
 Flavor = Literal["azure", "openai"]
 API_RESPONSES: Final = "responses"
 API_CONVERSATIONS: Final = "conversations"
 API_REALTIME: Final = "realtime"
-_TEXT_CACHE_MAX_TOKENS: Final = 4096
 _MAX_PAGE: Final = 100
 MALFORMED_EVENT: Final = b'event: response.output_text.delta\ndata: {"type":"response.output_text.del\n\n'
 """What a malformed-chunk fault sends instead of a Responses stream event: truncated JSON."""
@@ -111,39 +111,6 @@ def is_stateful(store: bool, previous_response_id: str | None, conversation: str
 
 
 # --------------------------------------------------------------------------- records
-
-
-class _Call:
-    """What one request has accumulated so far; written to the ledger once, when it ends."""
-
-    __slots__ = (
-        "api",
-        "bytes_in",
-        "bytes_out",
-        "crid",
-        "deployment",
-        "received_wall_ns",
-        "response_id",
-        "stateful",
-        "status",
-        "stream",
-        "tokens_in",
-        "tokens_out",
-    )
-
-    def __init__(self, api: str, crid: str | None, received_wall_ns: int) -> None:
-        self.api = api
-        self.crid = crid
-        self.received_wall_ns = received_wall_ns
-        self.deployment: str | None = None
-        self.response_id: str | None = None
-        self.stateful = True
-        self.status = 200
-        self.stream = False
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.tokens_in = 0
-        self.tokens_out = 0
 
 
 class _StoredResponse:
@@ -243,7 +210,7 @@ def _page(items: list[dict[str, Any]], query: Any) -> dict[str, Any]:
 class _Stateful:
     """The handlers of one endpoint's stateful APIs; everything constant is decided here, once."""
 
-    __slots__ = ("_flavor", "_ids", "_prefix", "_runtime", "_texts")
+    __slots__ = ("_flavor", "_ids", "_prefix", "_runtime")
 
     def __init__(self, runtime: EndpointRuntime, flavor: Flavor) -> None:
         self._runtime = runtime
@@ -252,58 +219,25 @@ class _Stateful:
         # must not find a namesake), not reproducible.
         self._prefix = secrets.token_hex(8)
         self._ids = itertools.count(1)
-        self._texts: dict[int, str] = {}
 
     def _new_id(self, kind: str) -> str:
         """``resp_``, ``msg_``, ``conv_``, ``item_``, ``sess_`` + 48 hex digits."""
         return f"{kind}_{self._prefix}{next(self._ids):032x}"
 
-    def _reply_text(self, n_tokens: int) -> str:
-        text = self._texts.get(n_tokens)
-        if text is None:
-            text = "".join([output_token(i) for i in range(n_tokens)])
-            if n_tokens <= _TEXT_CACHE_MAX_TOKENS:
-                self._texts[n_tokens] = text
-        return text
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _record(self, call: _Call) -> None:
-        runtime = self._runtime
-        runtime.ledger.append(
-            request_id=call.crid,
-            endpoint=runtime.name,
-            cloud=runtime.cloud,
-            region=runtime.region,
-            deployment=call.deployment,
-            api=call.api,
-            stateful=call.stateful,
-            response_id=call.response_id,
-            status=call.status,
-            stream=call.stream,
-            bytes_in=call.bytes_in,
-            bytes_out=call.bytes_out,
-            tokens_in=call.tokens_in,
-            tokens_out=call.tokens_out,
-            received_wall_ns=call.received_wall_ns,
-            done_wall_ns=time.time_ns(),
-            pid=runtime.pid,
-        )
-
-    def _done(self, call: _Call, resp: web.Response) -> web.Response:
+    def _done(self, call: Call, resp: web.Response) -> web.Response:
         """Ledger a whole-body reply (success or error) and return it."""
         call.status = resp.status
         body = resp.body
         call.bytes_out = len(body) if isinstance(body, bytes) else 0
-        self._record(call)
+        call.record(self._runtime)
         return resp
 
-    def _ok(self, call: _Call, obj: Any) -> web.Response:
+    def _ok(self, call: Call, obj: Any) -> web.Response:
         headers = response_headers(self._runtime, JSON_CT, call.crid, call.deployment)
         return self._done(call, web.Response(body=orjson.dumps(obj), headers=headers))
 
     def _request_error(
-        self, call: _Call, message: str, param: str | None = None, code: str | None = None, status: int = 400
+        self, call: Call, message: str, param: str | None = None, code: str | None = None, status: int = 400
     ) -> web.Response:
         """A request error of these APIs, in OpenAI's shape on both flavours."""
         resp = openai_error_response(
@@ -319,11 +253,11 @@ class _Stateful:
         resp.headers["Content-Type"] = ERROR_CT if self._flavor == "azure" else JSON_CT
         return self._done(call, resp)
 
-    def _not_found(self, call: _Call, what: str, key: str, param: str | None = None) -> web.Response:
+    def _not_found(self, call: Call, what: str, key: str, param: str | None = None) -> web.Response:
         code = None if param is None else f"{param}_not_found"
         return self._request_error(call, f"{what} with id '{key}' not found.", param, code, 404)
 
-    def _access_error(self, request: web.Request, call: _Call, need_version: bool) -> web.Response | None:
+    def _access_error(self, request: web.Request, call: Call, need_version: bool) -> web.Response | None:
         """Authentication and api-version, in the cloud's shape (None when both are fine)."""
         runtime = self._runtime
         if not is_authorized(request, self._flavor):
@@ -335,7 +269,7 @@ class _Stateful:
             return self._done(call, resp)
         return None
 
-    def _unknown_model(self, call: _Call, model: str) -> web.Response:
+    def _unknown_model(self, call: Call, model: str) -> web.Response:
         runtime = self._runtime
         if self._flavor == "azure":
             resp = azure_error_response(
@@ -352,7 +286,7 @@ class _Stateful:
             )
         return self._done(call, resp)
 
-    async def _read_json(self, request: web.Request, call: _Call) -> Any:
+    async def _read_json(self, request: web.Request, call: Call) -> Any:
         raw = await request.read()
         call.bytes_in = len(raw)
         if not raw:
@@ -362,8 +296,8 @@ class _Stateful:
         except orjson.JSONDecodeError:
             return None
 
-    def _call(self, request: web.Request, api: str) -> _Call:
-        return _Call(api, client_request_id_of(request), time.time_ns())
+    def _call(self, request: web.Request, api: str) -> Call:
+        return Call(client_request_id_of(request), api, time.time_ns(), stateful=True, status=200)
 
     # ------------------------------------------------------------------ Responses: create
 
@@ -442,7 +376,7 @@ class _Stateful:
         try:
             admission = await runtime.admit(model, prompt_tokens + (max_out or n_out))
         except asyncio.CancelledError:  # server shutdown while queued for a slot
-            self._record(call)
+            call.record(self._runtime)
             raise
         try:
             rejection = admission.rejection
@@ -452,7 +386,7 @@ class _Stateful:
             plan = admission.plan
             if plan.reset_before_response:
                 abort_connection(request)
-                self._record(call)
+                call.record(self._runtime)
                 return web.Response(status=STATUS_NOT_SENT)  # never written: the connection is gone
             start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
             call.response_id = response_id = self._new_id("resp")
@@ -484,9 +418,9 @@ class _Stateful:
             try:
                 await runtime.sleep_until(due + latency.decode_s(n_out))
             except asyncio.CancelledError:  # server shutdown before the reply: status stays 499
-                self._record(call)
+                call.record(self._runtime)
                 raise
-            obj = self._finish(turn, self._reply_text(n_out), prompt_tokens)
+            obj = self._finish(turn, output_text(n_out), prompt_tokens)
             return await self._reply_body(request, call, orjson.dumps(obj), n_out, plan)
         finally:
             admission.release()
@@ -508,7 +442,7 @@ class _Stateful:
         return obj
 
     async def _reply_body(
-        self, request: web.Request, call: _Call, out: bytes, n_out: int, plan: FaultPlan
+        self, request: web.Request, call: Call, out: bytes, n_out: int, plan: FaultPlan
     ) -> web.StreamResponse:
         """A non-stream body; a fault sends half of it (malformed: as the whole body; disconnect:
         with the full Content-Length, then aborts)."""
@@ -517,12 +451,12 @@ class _Stateful:
         if plan.disconnect_after_chunks is None and plan.malformed_at_chunk is None:
             call.bytes_out = len(out)
             call.tokens_out = n_out
-            self._record(call)
+            call.record(self._runtime)
             return web.Response(body=out, headers=headers)
         half = out[: len(out) // 2]
         call.bytes_out = len(half)
         if plan.disconnect_after_chunks is None:
-            self._record(call)
+            call.record(self._runtime)
             return web.Response(body=half, headers=headers)
         resp = web.StreamResponse(headers=headers)
         resp.content_length = len(out)
@@ -533,11 +467,11 @@ class _Stateful:
             pass
         finally:
             abort_connection(request)
-            self._record(call)
+            call.record(self._runtime)
         return resp
 
     async def _stream_response(
-        self, request: web.Request, call: _Call, plan: FaultPlan, turn: _Turn, start: float, due: float
+        self, request: web.Request, call: Call, plan: FaultPlan, turn: _Turn, start: float, due: float
     ) -> web.StreamResponse:
         """Send the named-event stream, each event its own write (so its own flush), on absolute
         due times. Events are numbered from 0 as written; a fault index past the end applies to
@@ -587,7 +521,7 @@ class _Stateful:
                 await sleep_until(due)
                 await emit(text_delta(output_token(i)))
                 call.tokens_out += 1
-            text = self._reply_text(n_out)
+            text = output_text(n_out)
             obj = self._finish(turn, text, call.tokens_in)
             await emit(encoder.text_done(text))
             await emit(encoder.part_done(text))
@@ -599,14 +533,14 @@ class _Stateful:
         except ConnectionResetError:
             pass  # the client went away mid-stream: a fact for the ledger, not a server error
         finally:
-            self._record(call)  # 499 if a shutdown cancelled it before the headers went out
+            call.record(self._runtime)  # 499 if a shutdown cancelled it before the headers went out
         return resp
 
     # ------------------------------------------------------------------ Responses: stored
 
     async def _stored_call(
         self, request: web.Request, need_version: bool
-    ) -> tuple[_Call, _StoredResponse | None, web.Response | None]:
+    ) -> tuple[Call, _StoredResponse | None, web.Response | None]:
         call = self._call(request, API_RESPONSES)
         await self._read_json(request, call)
         call.response_id = key = request.match_info["id"]
@@ -645,7 +579,7 @@ class _Stateful:
 
     async def _conversation_call(
         self, request: web.Request, need_version: bool, *, lookup: bool = True
-    ) -> tuple[_Call, Any, _Conversation | None, web.Response | None]:
+    ) -> tuple[Call, Any, _Conversation | None, web.Response | None]:
         call = self._call(request, API_CONVERSATIONS)
         body = await self._read_json(request, call)
         access = self._access_error(request, call, need_version)
@@ -942,7 +876,7 @@ class _Stateful:
         The turn's events are numbered from 0 as sent; a fault index past the end applies to the
         last one (``response.done``), so a drawn fault is always visible."""
         runtime = self._runtime
-        call = _Call(API_REALTIME, None, time.time_ns())
+        call = Call(None, API_REALTIME, time.time_ns(), stateful=True, status=200)
         if session.crid:
             call.crid = f"{session.crid}/{session.turns}"
         call.deployment = session.deployment
@@ -978,7 +912,7 @@ class _Stateful:
         try:
             admission = await runtime.admit(session.deployment, prompt_tokens + (max_out or n_out))
         except asyncio.CancelledError:  # cancelled or shut down while queued for a slot
-            self._record(call)
+            call.record(self._runtime)
             raise
         response: dict[str, Any] = {}
         try:
@@ -1043,7 +977,7 @@ class _Stateful:
                 await runtime.sleep_until(due)
                 await emit(text_delta(output_token(i)))
                 call.tokens_out += 1
-            text = self._reply_text(n_out)
+            text = output_text(n_out)
             await emit(encoder.text_done(response_id, item_id, text))
             await emit(encoder.part("response.content_part.done", response_id, item_id, text))
             item["status"] = "incomplete" if incomplete else "completed"
@@ -1080,7 +1014,7 @@ class _Stateful:
                 pass
         finally:
             admission.release()
-            self._record(call)
+            call.record(self._runtime)
 
 
 class _Turn:

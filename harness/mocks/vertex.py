@@ -66,11 +66,12 @@ import orjson
 from aiohttp import web
 
 from harness.mocks.azure_openai import prompt_tokens_of as chat_prompt_tokens_of
+from harness.mocks.call import Call
 from harness.mocks.runtime import EndpointRuntime, FaultPlan
 from harness.protocols import azure_openai as chat_wire
 from harness.protocols import vertex as wire
 from harness.protocols.fingerprint import mock_headers, vendor_headers
-from harness.protocols.tokens import output_token
+from harness.protocols.tokens import output_text, output_token
 from harness.results.schema import LEDGER_STATUS_NOT_SENT
 
 CLIENT_REQUEST_ID: Final = "x-ms-client-request-id"
@@ -109,8 +110,6 @@ MSG_NO_CONTENTS: Final = (
 MSG_NO_MESSAGES: Final = "Invalid value at 'messages': must be a non-empty array."
 MSG_NO_MODEL: Final = "Invalid value at 'model': must name a model, e.g. google/gemini-2.0-flash-001."
 _MESSAGES: Final = {429: MSG_429, 500: MSG_500, 503: MSG_503, 504: MSG_504}
-
-_TEXT_CACHE_MAX_TOKENS: Final = 4096
 
 
 class Target(NamedTuple):
@@ -189,37 +188,6 @@ def _corrupt_chat(_: bytes) -> bytes:
     return chat_wire.MALFORMED_CHUNK
 
 
-class _Call:
-    """What one request has accumulated so far; written to the ledger once, when it ends."""
-
-    __slots__ = (
-        "api",
-        "bytes_in",
-        "bytes_out",
-        "crid",
-        "deployment",
-        "received_wall_ns",
-        "response_id",
-        "status",
-        "stream",
-        "tokens_in",
-        "tokens_out",
-    )
-
-    def __init__(self, crid: str | None, received_wall_ns: int) -> None:
-        self.crid = crid
-        self.received_wall_ns = received_wall_ns
-        self.api = API_UNSUPPORTED
-        self.deployment: str | None = None
-        self.response_id: str | None = None
-        self.status = STATUS_NOT_SENT
-        self.stream = False
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.tokens_in = 0
-        self.tokens_out = 0
-
-
 class _Cut(Exception):
     """A disconnect fault: stop writing and abort the connection."""
 
@@ -233,7 +201,7 @@ class _Emitter:
     def __init__(
         self,
         resp: web.StreamResponse,
-        call: _Call,
+        call: Call,
         plan: FaultPlan,
         last: int,
         corrupt: Callable[[bytes], bytes],
@@ -266,7 +234,7 @@ def _abort(request: web.Request) -> None:
 class _Vertex:
     """The request handler of one endpoint; everything constant is decided here, once."""
 
-    __slots__ = ("_ids", "_mock", "_prefix", "_runtime", "_texts")
+    __slots__ = ("_ids", "_mock", "_prefix", "_runtime")
 
     def __init__(self, runtime: EndpointRuntime) -> None:
         self._runtime = runtime
@@ -274,18 +242,8 @@ class _Vertex:
         # Response ids must be unique across endpoints and processes, not reproducible.
         self._prefix = secrets.token_urlsafe(9)
         self._ids = itertools.count(1)
-        self._texts: dict[int, str] = {}
 
-    def _reply_text(self, n_tokens: int) -> str:
-        """The non-stream reply: tokens 0..n-1 concatenated (cached per length)."""
-        text = self._texts.get(n_tokens)
-        if text is None:
-            text = "".join([output_token(i) for i in range(n_tokens)])
-            if n_tokens <= _TEXT_CACHE_MAX_TOKENS:
-                self._texts[n_tokens] = text
-        return text
-
-    def _headers(self, content_type: str, call: _Call) -> list[tuple[str, str]]:
+    def _headers(self, content_type: str, call: Call) -> list[tuple[str, str]]:
         runtime = self._runtime
         headers = [("Content-Type", content_type)]
         headers.extend(vendor_headers(runtime.cloud, runtime.region, call.crid))
@@ -295,29 +253,7 @@ class _Vertex:
             headers.extend(runtime.rate_limit_headers(deployment))
         return headers
 
-    def _record(self, call: _Call) -> None:
-        runtime = self._runtime
-        runtime.ledger.append(
-            request_id=call.crid,
-            endpoint=runtime.name,
-            cloud=runtime.cloud,
-            region=runtime.region,
-            deployment=call.deployment,
-            api=call.api,
-            stateful=False,
-            response_id=call.response_id,
-            status=call.status,
-            stream=call.stream,
-            bytes_in=call.bytes_in,
-            bytes_out=call.bytes_out,
-            tokens_in=call.tokens_in,
-            tokens_out=call.tokens_out,
-            received_wall_ns=call.received_wall_ns,
-            done_wall_ns=time.time_ns(),
-            pid=runtime.pid,
-        )
-
-    def _error(self, call: _Call, status: int, message: str) -> web.Response:
+    def _error(self, call: Call, status: int, message: str) -> web.Response:
         body = wire.error_body(status, message)
         call.status = status
         call.bytes_out = len(body)
@@ -327,13 +263,13 @@ class _Vertex:
     # ------------------------------------------------------------------ the request
 
     async def route(self, request: web.Request) -> web.StreamResponse:
-        call = _Call(request.headers.get(CLIENT_REQUEST_ID), time.time_ns())
+        call = Call(request.headers.get(CLIENT_REQUEST_ID), API_UNSUPPORTED, time.time_ns())
         try:
             return await self._serve(request, call)
         finally:
-            self._record(call)
+            call.record(self._runtime)
 
-    async def _serve(self, request: web.Request, call: _Call) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, call: Call) -> web.StreamResponse:
         t_received = asyncio.get_running_loop().time()
         headers = request.headers
         raw = await request.read()
@@ -366,7 +302,7 @@ class _Vertex:
         return await self._generate(request, call, target, body, t_received)
 
     async def _generate(
-        self, request: web.Request, call: _Call, target: Target, body: dict[str, Any], t_received: float
+        self, request: web.Request, call: Call, target: Target, body: dict[str, Any], t_received: float
     ) -> web.StreamResponse:
         runtime = self._runtime
         model = target.model
@@ -410,13 +346,13 @@ class _Vertex:
             if deadline is not None and due > deadline:
                 await runtime.sleep_until(deadline)
                 return self._error(call, 504, MSG_504)
-            out = encoder.last(self._reply_text(n_out), finish_reason, prompt_tokens, n_out)
+            out = encoder.last(output_text(n_out), finish_reason, prompt_tokens, n_out)
             return await self._reply(request, call, out, due, n_out, plan)
         finally:
             admission.release()
 
     async def _reply(
-        self, request: web.Request, call: _Call, out: bytes, due: float, n_out: int, plan: FaultPlan
+        self, request: web.Request, call: Call, out: bytes, due: float, n_out: int, plan: FaultPlan
     ) -> web.StreamResponse:
         """A non-stream body at ``due`` (a cancelled wait leaves the ledger status at 499)."""
         await self._runtime.sleep_until(due)
@@ -443,7 +379,7 @@ class _Vertex:
     async def _stream(
         self,
         request: web.Request,
-        call: _Call,
+        call: Call,
         plan: FaultPlan,
         encoder: wire.StreamEncoder,
         due: float,
@@ -491,7 +427,7 @@ class _Vertex:
     # ------------------------------------------------------------------ OpenAI-compatible (§6.7)
 
     async def _chat(
-        self, request: web.Request, call: _Call, target: Target, body: dict[str, Any]
+        self, request: web.Request, call: Call, target: Target, body: dict[str, Any]
     ) -> web.StreamResponse:
         runtime = self._runtime
         model_field = body.get("model")
@@ -541,7 +477,7 @@ class _Vertex:
                 response_id,
                 created,
                 model_field,
-                self._reply_text(n_out),
+                output_text(n_out),
                 prompt_tokens,
                 n_out,
                 finish_reason,
@@ -554,7 +490,7 @@ class _Vertex:
     async def _chat_stream(
         self,
         request: web.Request,
-        call: _Call,
+        call: Call,
         plan: FaultPlan,
         encoder: chat_wire.ChunkEncoder,
         due: float,

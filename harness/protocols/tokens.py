@@ -13,6 +13,7 @@ reports ``usage``, the harness prefers it over this approximation.
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 from typing import Final
 
 # Common English words that are single tokens in cl100k_base and o200k_base.
@@ -42,3 +43,9 @@ def prompt_text(n_tokens: int, seed: int) -> str:
 def output_token(i: int) -> str:
     """The i-th token a mock streams: a leading space and a word, as real BPE deltas look."""
     return " " + WORDS[i % len(WORDS)]
+
+
+@lru_cache(maxsize=1024)
+def output_text(n_tokens: int) -> str:
+    """Tokens 0..n-1 concatenated: the whole reply a mock sends (memoized: the same for every request)."""
+    return "".join([output_token(i) for i in range(n_tokens)])
