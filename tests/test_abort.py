@@ -93,6 +93,9 @@ thresholds = ["rate(errors) < 5%"]
 [gate]
 abort_on_fail = true
 abort_grace_s = 1
+[validity]
+max_schedule_lag_p99_ms = 1000
+max_event_loop_lag_p99_ms = 1000
 [target]
 policy = "{POLICY}"
 [target.endpoints.t]

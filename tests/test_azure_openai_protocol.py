@@ -8,8 +8,7 @@ import httpx2
 import openai
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from harness.protocols.azure_openai import (

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 FIXTURES = Path(__file__).parent / "contract"
 MANIFESTS = sorted(FIXTURES.glob("*.json"))

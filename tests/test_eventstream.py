@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from harness.protocols import eventstream as es
 from harness.protocols.eventstream import DecodeError, EventStreamDecoder, HeaderValue, Message

@@ -7,8 +7,7 @@ import pickle
 import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from harness.metrics import HIGHEST_US, LatencyHistogram, percentile_key
 

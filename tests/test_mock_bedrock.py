@@ -24,8 +24,7 @@ from harness.mocks import Ledger, start_fleet
 from harness.mocks.bedrock import make_bedrock_app
 from harness.mocks.runtime import NO_FAULTS, Admission, EndpointRuntime, FaultPlan, Rejection
 from harness.profile.models import Fleet, FleetEndpoint, Latency
-from harness.protocols import bedrock as wire
-from harness.protocols import eventstream as es
+from harness.protocols import bedrock as wire, eventstream as es
 from harness.protocols.fingerprint import attribute
 from harness.results.schema import LEDGER_FIELDS, LEDGER_STATUS_NOT_SENT
 

@@ -17,8 +17,7 @@ import pandas as pd
 import pytest
 from junitparser import Failure, JUnitXml
 
-from harness.report import load_run, write_report
-from harness.report import plots as P
+from harness.report import load_run, plots as P, write_report
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
 from harness.results import derive

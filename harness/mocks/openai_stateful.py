@@ -81,8 +81,7 @@ from harness.mocks.azure_openai import (
 )
 from harness.mocks.call import Call
 from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection
-from harness.protocols import realtime as rt
-from harness.protocols import responses as wire
+from harness.protocols import realtime as rt, responses as wire
 from harness.protocols.openai_flavor import azure_rate_limit_message, openai_rate_limit_message
 from harness.protocols.tokens import approx_tokens, output_text, output_token
 

@@ -68,8 +68,7 @@ from aiohttp import web
 from harness.mocks.azure_openai import prompt_tokens_of as chat_prompt_tokens_of
 from harness.mocks.call import Call
 from harness.mocks.runtime import EndpointRuntime, FaultPlan
-from harness.protocols import azure_openai as chat_wire
-from harness.protocols import vertex as wire
+from harness.protocols import azure_openai as chat_wire, vertex as wire
 from harness.protocols.fingerprint import mock_headers, vendor_headers
 from harness.protocols.tokens import output_text, output_token
 from harness.results.schema import LEDGER_STATUS_NOT_SENT

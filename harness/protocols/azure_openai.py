@@ -44,6 +44,17 @@ from typing import Any, ClassVar, Final, Literal, NamedTuple
 
 import orjson
 
+from harness.protocols.events import (  # the shared vocabulary, re-exported under each dialect
+    DONE_EVENT as _DONE_EVENT,
+    EV_DONE as EV_DONE,
+    EV_ERROR as EV_ERROR,
+    EV_FINISH as EV_FINISH,
+    EV_ID as EV_ID,
+    EV_TOKEN as EV_TOKEN,
+    EV_USAGE as EV_USAGE,
+    MALFORMED_PREFIX as MALFORMED_PREFIX,
+    error_kind as error_kind,
+)
 from harness.protocols.openai_flavor import (
     CLIENT_REQUEST_ID_HEADER,
     Flavor,
@@ -267,27 +278,9 @@ class EmbeddingRequestTemplate(_RequestTemplate):
 # ---------------------------------------------------------------------------------------------
 
 # The normalised event vocabulary of :func:`stream_events` (shared by the contract suite):
-EV_TOKEN: Final = "token"  # ("token", n_tokens)       one per content-bearing chunk, in order
-EV_USAGE: Final = "usage"  # ("usage", in, out)        a non-null usage object
-EV_ID: Final = "id"  # ("id", response_id)             once, at the first non-empty id
-EV_FINISH: Final = "finish"  # ("finish", reason)      each non-null finish_reason
-EV_DONE: Final = "done"  # ("done",)                   data: [DONE]
-EV_ERROR: Final = "error"  # ("error", message)        in-stream error, malformed or truncated
-_DONE_EVENT: Final = (EV_DONE,)
 
 TRUNCATED: Final = "stream ended before [DONE]"
 TRUNCATED_EVENT: Final = "stream ended inside an event"
-MALFORMED_PREFIX: Final = "malformed "  # "malformed chunk: ..." / "malformed body: ..."
-
-
-def error_kind(error: str) -> str:
-    """The record's error kind for a parser error: ``reset`` (cut short), ``protocol`` (bytes
-    that are not the wire format) or ``stream_error`` (the server reported an error)."""
-    if error in (TRUNCATED, TRUNCATED_EVENT):
-        return "reset"
-    if error.startswith(MALFORMED_PREFIX):
-        return "protocol"
-    return "stream_error"
 
 
 _SDK_DEFAULT_ERROR: Final = "An error occurred during streaming"  # what the openai SDK says

@@ -51,15 +51,25 @@ from urllib.parse import quote, unquote
 
 import orjson
 
+from harness.protocols.events import (  # the shared vocabulary, re-exported under each dialect
+    DONE_EVENT as _DONE_EVENT,
+    EV_DONE as EV_DONE,
+    EV_ERROR as EV_ERROR,
+    EV_FINISH as EV_FINISH,
+    EV_ID as EV_ID,
+    EV_TOKEN as EV_TOKEN,
+    EV_USAGE as EV_USAGE,
+    MALFORMED_PREFIX as MALFORMED_PREFIX,
+    error_kind as error_kind,
+)
 from harness.protocols.eventstream import (
     MALFORMED,
-    TRUNCATED_FRAME,
     DecodeError,
     EventStreamDecoder,
+    event_headers as _event_headers,
     event_message,
     frame,
 )
-from harness.protocols.eventstream import event_headers as _event_headers
 from harness.protocols.tokens import approx_tokens
 
 CONVERSE: Final = "converse"
@@ -226,26 +236,9 @@ def _rebuild_template(args: tuple[Any, ...], kwargs: dict[str, Any]) -> BedrockR
 # Stream parsing
 # ---------------------------------------------------------------------------------------------
 
-EV_TOKEN: Final = "token"
-EV_USAGE: Final = "usage"
-EV_ID: Final = "id"
-EV_FINISH: Final = "finish"
-EV_DONE: Final = "done"
-EV_ERROR: Final = "error"
-_DONE_EVENT: Final = (EV_DONE,)
 
 TRUNCATED: Final = "stream ended before its final event (metadata or message_stop)"
 MALFORMED_EVENT: Final = "malformed event: "
-
-
-def error_kind(error: str) -> str:
-    """The record's error kind for a parser error: ``reset`` (cut short), ``protocol`` (bytes
-    that are not the wire format) or ``stream_error`` (the server reported an error)."""
-    if error in (TRUNCATED, TRUNCATED_FRAME):
-        return "reset"
-    if error.startswith(("malformed ", MALFORMED)):
-        return "protocol"
-    return "stream_error"
 
 
 def _snippet(data: bytes, limit: int = 80) -> str:

@@ -40,14 +40,16 @@ from urllib.parse import quote
 
 import orjson
 
-from harness.protocols.azure_openai import (
-    EV_DONE,
-    EV_ERROR,
-    EV_FINISH,
-    EV_ID,
-    EV_TOKEN,
-    EV_USAGE,
-    MALFORMED_PREFIX,
+from harness.protocols.events import (  # the shared vocabulary, re-exported under each dialect
+    DONE_EVENT as _DONE_EVENT,
+    EV_DONE as EV_DONE,
+    EV_ERROR as EV_ERROR,
+    EV_FINISH as EV_FINISH,
+    EV_ID as EV_ID,
+    EV_TOKEN as EV_TOKEN,
+    EV_USAGE as EV_USAGE,
+    MALFORMED_PREFIX as MALFORMED_PREFIX,
+    error_kind as error_kind,
 )
 from harness.protocols.tokens import approx_tokens
 
@@ -157,7 +159,6 @@ def response_cancel(*, event_id: str | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 TRUNCATED: Final = "connection ended before response.done"
-_DONE_EVENT: Final = (EV_DONE,)
 _CONTENT_DELTAS: Final = frozenset(
     {
         "response.output_text.delta",
@@ -169,15 +170,6 @@ _CONTENT_DELTAS: Final = frozenset(
 )
 _FINISH_REASONS: Final = {"max_output_tokens": "length", "content_filter": "content_filter"}
 _RESPONSE_EVENTS: Final = frozenset({"response.created", "response.done"})
-
-
-def error_kind(error: str) -> str:
-    """The record's error kind for a parser error (``reset``, ``protocol`` or ``stream_error``)."""
-    if error == TRUNCATED:
-        return "reset"
-    if error.startswith(MALFORMED_PREFIX):
-        return "protocol"
-    return "stream_error"
 
 
 def _snippet(data: bytes | str, limit: int = 80) -> str:

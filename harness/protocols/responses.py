@@ -46,15 +46,18 @@ from urllib.parse import quote
 import orjson
 
 from harness.protocols.azure_openai import (
-    EV_DONE,
-    EV_ERROR,
-    EV_FINISH,
-    EV_ID,
-    EV_TOKEN,
-    EV_USAGE,
-    MALFORMED_PREFIX,
-    TRUNCATED_EVENT,
     parse_error_body,
+)
+from harness.protocols.events import (  # the shared vocabulary, re-exported under each dialect
+    DONE_EVENT as _DONE_EVENT,
+    EV_DONE as EV_DONE,
+    EV_ERROR as EV_ERROR,
+    EV_FINISH as EV_FINISH,
+    EV_ID as EV_ID,
+    EV_TOKEN as EV_TOKEN,
+    EV_USAGE as EV_USAGE,
+    MALFORMED_PREFIX as MALFORMED_PREFIX,
+    error_kind as error_kind,
 )
 from harness.protocols.openai_flavor import openai_error_body
 from harness.protocols.sse import SSEParser
@@ -228,7 +231,6 @@ def _rebuild_template(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response
 # ---------------------------------------------------------------------------------------------
 
 TRUNCATED: Final = "stream ended before response.completed"
-_DONE_EVENT: Final = (EV_DONE,)
 _SDK_DEFAULT_ERROR: Final = "An error occurred during streaming"
 _FINISH_REASONS: Final = {"max_output_tokens": "length", "content_filter": "content_filter"}
 # Deltas that carry model output (each one is a timestamped token event).
@@ -243,16 +245,6 @@ _CONTENT_DELTAS: Final = frozenset(
 _TERMINAL: Final = frozenset({"response.completed", "response.incomplete"})
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
-
-
-def error_kind(error: str) -> str:
-    """The record's error kind for a parser error: ``reset`` (cut short), ``protocol`` (bytes
-    that are not the wire format) or ``stream_error`` (the server reported a failure)."""
-    if error in (TRUNCATED, TRUNCATED_EVENT):
-        return "reset"
-    if error.startswith(MALFORMED_PREFIX):
-        return "protocol"
-    return "stream_error"
 
 
 def _snippet(data: bytes, limit: int = 80) -> str:

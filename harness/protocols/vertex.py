@@ -39,6 +39,17 @@ from urllib.parse import quote
 
 import orjson
 
+from harness.protocols.events import (  # the shared vocabulary, re-exported under each dialect
+    DONE_EVENT as _DONE_EVENT,
+    EV_DONE as EV_DONE,
+    EV_ERROR as EV_ERROR,
+    EV_FINISH as EV_FINISH,
+    EV_ID as EV_ID,
+    EV_TOKEN as EV_TOKEN,
+    EV_USAGE as EV_USAGE,
+    MALFORMED_PREFIX as MALFORMED_PREFIX,
+    error_kind as error_kind,
+)
 from harness.protocols.sse import SSEParser
 from harness.protocols.tokens import approx_tokens
 
@@ -202,27 +213,9 @@ def prompt_tokens_of(body: dict[str, Any]) -> int:
 # Stream parsing
 # ---------------------------------------------------------------------------------------------
 
-EV_TOKEN: Final = "token"
-EV_USAGE: Final = "usage"
-EV_ID: Final = "id"
-EV_FINISH: Final = "finish"
-EV_DONE: Final = "done"
-EV_ERROR: Final = "error"
-_DONE_EVENT: Final = (EV_DONE,)
 
 TRUNCATED: Final = "stream ended before a finishReason"
 TRUNCATED_EVENT: Final = "stream ended inside an event"
-MALFORMED_PREFIX: Final = "malformed "  # "malformed chunk: ..." / "malformed body: ..."
-
-
-def error_kind(error: str) -> str:
-    """The record's error kind for a parser error: ``reset`` (cut short), ``protocol`` (bytes
-    that are not the wire format) or ``stream_error`` (the server reported an error)."""
-    if error in (TRUNCATED, TRUNCATED_EVENT):
-        return "reset"
-    if error.startswith(MALFORMED_PREFIX):
-        return "protocol"
-    return "stream_error"
 
 
 _loads = orjson.loads

@@ -1,0 +1,37 @@
+"""The normalized stream events every dialect's parser produces, and how a parser error maps to
+a record's error kind. One vocabulary, so the engine, the contract suite and the reports treat
+Azure, OpenAI, Bedrock, Vertex, Responses and Realtime streams alike.
+
+    ("token", n_tokens)   one per content-bearing chunk, in arrival order (first = TTFT)
+    ("usage", in, out)    token usage the server reported
+    ("id", response_id)   once, at the first non-empty id
+    ("finish", reason)    each finish/stop reason
+    ("done",)             the stream ended as the protocol says it should
+    ("error", message)    an in-stream error, malformed bytes, or a stream cut short
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+EV_TOKEN: Final = "token"
+EV_USAGE: Final = "usage"
+EV_ID: Final = "id"
+EV_FINISH: Final = "finish"
+EV_DONE: Final = "done"
+EV_ERROR: Final = "error"
+DONE_EVENT: Final = (EV_DONE,)
+
+# Parser error messages follow two conventions so their kind is known without a table per dialect:
+TRUNCATED_PREFIXES: Final = ("stream ended", "connection ended")  # cut short before the protocol's end
+MALFORMED_PREFIX: Final = "malformed "  # bytes that are not the wire format
+
+
+def error_kind(error: str) -> str:
+    """The record's error kind for a parser error: ``reset`` (cut short), ``protocol`` (bytes
+    that are not the wire format) or ``stream_error`` (the server reported an error)."""
+    if error.startswith(TRUNCATED_PREFIXES):
+        return "reset"
+    if error.startswith(MALFORMED_PREFIX):
+        return "protocol"
+    return "stream_error"
