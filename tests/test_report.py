@@ -417,3 +417,26 @@ def test_report_summary_of_an_unsent_run_has_empty_plots(runs: dict[str, Path], 
     ]
     assert "no latency values" in plots[0].svg and "no request reached a server" in plots[1].svg
     assert all(p.svg.count("<path") > 0 for p in plots)
+
+
+def test_markdown_parses_as_gfm_with_well_formed_tables(runs: dict[str, Path]) -> None:
+    """summary.md is valid GitHub-flavoured Markdown: each pipe table parses, rows as wide as headers."""
+    from markdown_it import MarkdownIt
+
+    md = (runs["smoke-misrouted"] / "summary.md").read_text()
+    tokens = MarkdownIt("commonmark").enable("table").parse(md)  # CommonMark + GFM pipe tables
+    pipe_blocks = [b for b in md.split("\n\n") if b.lstrip().startswith("|")]
+    tables = [i for i, t in enumerate(tokens) if t.type == "table_open"]
+    assert len(tables) == len(pipe_blocks) >= 3, "every pipe block is parsed as a table"
+    for start in tables:
+        widths, cells = [], 0
+        for tok in tokens[start:]:
+            if tok.type in ("th_open", "td_open"):
+                cells += 1
+            elif tok.type == "tr_close":
+                widths.append(cells)
+                cells = 0
+            elif tok.type == "table_close":
+                break
+        assert len(set(widths)) == 1 and widths[0] >= 2, widths
+    assert any(t.type == "heading_open" and t.tag == "h1" for t in tokens)
