@@ -7,21 +7,26 @@ and clients to the other (the machine is shared and noisy: compare the ratios).
 (b) harness core vs mock core: CPU per request of `harness run` (a generated profile, external
     endpoint = the mock, non-stream, constant rate) and of the mock, over the same steady window.
     Target: one mock core serves ≥ 2× what one harness core drives.
-(c) Emission accuracy of concurrent streams at a fixed inter-token time (default 2,000 × 20 ms):
-    c1/c2 a bench SSE server that sleeps with ``EndpointRuntime.sleep_until`` (batched) or plain
-    ``asyncio.sleep``, measured server-side (ITL error of write times) and client-side; c3 the
-    real Azure mock, measured client-side by several lean client processes. ITL error =
-    |(t_i − t_(i−1)) − ITL| per token after the first; target p99 ≤ 2 ms.
+(c) Emission accuracy of concurrent streams at a fixed inter-token time (ITL, default 20 ms) for
+    several stream counts (default 500, 800 and the 2,000 target). c0: sleeping only, no I/O,
+    ``DueScheduler`` vs ``asyncio.sleep`` (CPU per wake-up). c1: a bench SSE server that writes
+    Azure chunks and sleeps with ``EndpointRuntime.sleep_until`` (batched) or ``asyncio.sleep``,
+    measured server-side (write times) and client-side; then the real Azure mock, measured
+    client-side only, by 4 lean client processes. ITL error = |(t_i − t_(i−1)) − ITL| per token
+    after a stream's first; target p99 ≤ 2 ms. Client-side numbers are only meaningful while the
+    clients' core is not saturated (cliCPU column).
 
-    .venv/bin/python bench/mocks.py [--duration-s 8] [--streams 2000] [--itl-ms 20] [--only a,b,c]
+    .venv/bin/python bench/mocks.py [--duration-s 8] [--streams 500,800,2000] [--itl-ms 20] [--only a,b,c]
 
-Internal sub-commands (the driver starts them): ``_rr-client``, ``_sse-client``, ``_sse-server``.
+Internal sub-commands (the driver starts them): ``_rr-client``, ``_sse-client``, ``_sse-server``,
+``_sleep-micro``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -224,7 +229,7 @@ async def _sse_client(
     itl_s = itl_ms / 1000.0
     early_bin = min(HIST_BINS, int(itl_ms / HIST_BIN_MS))
     hist = [0] * (HIST_BINS + 1)
-    stats = {"events": 0, "reads": 0}
+    stats = {"events": 0, "reads": 0, "started": 0}
     lo, hi = window
     finished = loop.create_future()
     remaining = streams
@@ -243,7 +248,9 @@ async def _sse_client(
             n = data.count(_TOKEN) - data.count(_EMPTY)
             if n > 0:
                 stats["events"] += n
-                if self.prev and lo <= now < hi:
+                if not self.prev:
+                    stats["started"] += 1
+                elif lo <= now < hi:
                     hist[min(HIST_BINS, int(abs((now - self.prev) - itl_s) * 1000.0 / HIST_BIN_MS))] += 1
                     if n > 1:
                         hist[early_bin] += n - 1
@@ -265,6 +272,7 @@ async def _sse_client(
             await asyncio.sleep(delay)
         transport, _ = await loop.create_connection(SSE, "127.0.0.1", port)
         transports.append(transport)
+    ramp_end = time.monotonic()
     try:
         await asyncio.wait_for(finished, timeout=hi - time.monotonic() + 30)
     except TimeoutError:
@@ -272,7 +280,43 @@ async def _sse_client(
     for t in transports:
         t.close()
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"hist": hist, **stats, "cpu_s": ru.ru_utime + ru.ru_stime}
+    return {"hist": hist, **stats, "cpu_s": ru.ru_utime + ru.ru_stime, "ramp_end": ramp_end}
+
+
+# --------------------------------------------------------------------------- sleep-only micro
+
+
+async def _sleep_micro(mode: str, streams: int, itl_ms: float, steps: int) -> dict[str, Any]:
+    """``streams`` coroutines each sleeping ``steps`` times to absolute due times ITL apart, no I/O:
+    the CPU per wake-up and the |ITL error| of the wake times, for one sleeping strategy."""
+    from harness.mocks.runtime import scheduler_for
+
+    loop = asyncio.get_running_loop()
+    sched = scheduler_for(loop)
+    itl_s = itl_ms / 1000.0
+    hist = [0] * (HIST_BINS + 1)
+
+    async def stream(i: int) -> None:
+        due = loop.time() + 0.05 + itl_s * i / streams
+        prev = 0.0
+        for k in range(steps):
+            due += itl_s
+            if mode == "batched":
+                await sched.sleep_until(due)
+            else:
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            now = time.monotonic()
+            if k > 1:
+                hist[min(HIST_BINS, int(abs((now - prev) - itl_s) * 1000.0 / HIST_BIN_MS))] += 1
+            prev = now
+
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    await asyncio.gather(*(stream(i) for i in range(streams)))
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    return {"hist": hist, "cpu_us_per_wake": cpu / (streams * steps) * 1e6}
 
 
 # --------------------------------------------------------------------------- bench SSE server
@@ -346,6 +390,8 @@ async def _sse_server(mode: str, itl_ms: float, tokens: int) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
+    gc.collect()
+    gc.freeze()  # as the mock's entry point does: full collections skip the startup objects
     print(runner.addresses[0][1], flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -514,31 +560,40 @@ def _sse_round(
         p.stdin.write(f"{start_at} {window[0]} {window[1]}\n")
         p.stdin.flush()
     time.sleep(max(0.0, window[0] - time.monotonic()))
+    cpu0, t0 = _cpu_s(server_pid), time.monotonic()
     if collect_url:
-        _post(collect_url + "?on=1")
-    cpu0 = _cpu_s(server_pid)
+        _post(collect_url + "?on=1")  # slow when the server is saturated: the CPU is read first
     time.sleep(max(0.0, window[1] - time.monotonic()))
-    cpu1 = _cpu_s(server_pid)
+    cpu1, t1 = _cpu_s(server_pid), time.monotonic()
     if collect_url:
         _post(collect_url + "?on=0")
     results = []
     for p in procs:
         stdout, _ = p.communicate(timeout=duration + 120)
         results.append(json.loads(stdout))
-    span = window[1] - window[0]
+    span = t1 - t0
     client_hist = _merge([r["hist"] for r in results])
     client_cpu_s = sum(r["cpu_s"] for r in results)
     client_busy = client_cpu_s / (duration + spread + 1.2)
-    line = f"  {label:<30} {streams:>6} {(cpu1 - cpu0) / span * 100:>5.0f}%"
+    busy = (cpu1 - cpu0) / span
+    line = f"  {label:<30} {streams:>7} {busy * 100:>5.0f}% {busy / (streams / itl_ms * 1000) * 1e6:>5.1f}"
     if collect_url:
         srv = _get_json(collect_url.replace("/collect", "/stats"))["hist"]
-        line += f" {_hist_pct(srv, 0.5):>6.2f} {_hist_pct(srv, 0.99):>6.2f} {_hist_pct(srv, 0.999):>6.2f}"
+        line += f" {_hist_pct(srv, 0.5):>6.2f} {_hist_pct(srv, 0.99):>6.2f} {_hist_pct(srv, 0.999):>7.2f}"
     else:
-        line += f" {'—':>6} {'—':>6} {'—':>6}"
+        line += f" {'—':>6} {'—':>6} {'—':>7}"
     line += (
         f" {_hist_pct(client_hist, 0.5):>6.2f} {_hist_pct(client_hist, 0.99):>6.2f} "
-        f"{_hist_pct(client_hist, 0.999):>6.2f}  {client_busy * 100:>4.0f}%"
+        f"{_hist_pct(client_hist, 0.999):>7.2f}  {client_busy * 100:>5.0f}%"
     )
+    if busy >= 0.9:
+        line += "  (server saturated)"
+    started = sum(r["started"] for r in results)
+    if started < streams:
+        line += f"  (only {started} streams got a token)"
+    late = max(r["ramp_end"] for r in results) - window[0]
+    if late > 0:
+        line += f"  (clients opened their last stream {late:.1f} s into the window)"
     print(line, flush=True)
 
 
@@ -546,13 +601,27 @@ def part_c(
     tmp: Path, server_cpu: int, client_cpu: int, duration: float, sweep: list[int], itl_ms: float
 ) -> None:
     clients = 4
+    print(f"(c) emission at ITL {itl_ms:g} ms, {duration:g} s windows; |ITL error| percentiles in ms")
+    print(f"  c0: sleeping only, no I/O, one process on cpu {server_cpu}")
+    print(f"  {'strategy':<30} {'streams':>7} {'CPU/wake':>9} {'p50':>6} {'p99':>6} {'p99.9':>6}")
+    steps = int(duration * 1000 / itl_ms)
+    for streams in sweep:
+        for mode, label in (("batched", "DueScheduler (sleep_until)"), ("asyncio", "asyncio.sleep")):
+            cmd = [sys.executable, __file__, "_sleep-micro", mode, str(streams), str(itl_ms), str(steps)]
+            (r,) = _run_clients([cmd], server_cpu, duration + 120)
+            h = r["hist"]
+            print(
+                f"  {label:<30} {streams:>7} {r['cpu_us_per_wake']:>6.1f} µs "
+                f"{_hist_pct(h, 0.5):>6.2f} {_hist_pct(h, 0.99):>6.2f} {_hist_pct(h, 0.999):>6.2f}",
+                flush=True,
+            )
     print(
-        f"(c) emission: concurrent streams at ITL {itl_ms:g} ms, {duration:g} s window, {clients} lean "
-        "client processes on the other core; |ITL error| in ms (server-side: write times; client-side: reads)"
+        f"  c1: SSE streams (~400 B Azure chunks), server on cpu {server_cpu}, {clients} lean client "
+        f"processes on cpu {client_cpu}; s = server-side (write times), c = client-side (read times)"
     )
     print(
-        f"  {'server':<30} {'streams':>6} {'srvCPU':>6} {'s p50':>6} {'s p99':>6} {'s p99.9':>6} "
-        f"{'c p50':>6} {'c p99':>6} {'c p99.9':>6}  {'clientCPU':>5}"
+        f"  {'server':<30} {'streams':>7} {'srvCPU':>6} {'µs/ev':>5} {'s p50':>6} {'s p99':>6} "
+        f"{'s p99.9':>7} {'c p50':>6} {'c p99':>6} {'c p99.9':>7}  {'cliCPU':>6}"
     )
     tokens = int((duration + 3.0) * 1000 / itl_ms)
     mock, info = _start_mock(tmp, server_cpu, itl_ms=itl_ms, output_tokens=tokens)
@@ -607,6 +676,9 @@ def _internal(argv: list[str]) -> int:
             )
         )
         print(json.dumps(result))
+    elif cmd == "_sleep-micro":
+        result = uvloop.run(_sleep_micro(rest[0], int(rest[1]), float(rest[2]), int(rest[3])))
+        print(json.dumps(result))
     elif cmd == "_sse-server":
         uvloop.run(_sse_server(rest[0], float(rest[1]), int(rest[2])))
     else:
@@ -623,7 +695,7 @@ def main() -> int:
     parser.add_argument("--duration-s", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds for (a)")
     parser.add_argument("--rate", type=int, default=1500, help="harness run arrival rate for (b)")
-    parser.add_argument("--streams", default="500,1000,2000", help="stream counts for (c)")
+    parser.add_argument("--streams", default="500,800,2000", help="stream counts for (c)")
     parser.add_argument("--itl-ms", type=float, default=20.0)
     parser.add_argument("--only", default="a,b,c")
     args = parser.parse_args()
