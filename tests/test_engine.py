@@ -17,6 +17,15 @@ from harness.protocols import azure_openai as wire
 from harness.results.record import Record
 from harness.workload import build_plan
 
+TRANSPORT = {"name": "aiohttp"}
+
+
+@pytest.fixture(autouse=True, params=["aiohttp", "lean"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every engine test runs on both transports: aiohttp and the engine's own lean one."""
+    TRANSPORT["name"] = request.param
+    return str(request.param)
+
 
 async def start_server(handler) -> tuple[web.AppRunner, str]:  # type: ignore[no-untyped-def]
     app = web.Application()
@@ -36,7 +45,7 @@ def profile(rate_rps: float, duration_s: float, stream: bool = True, **client) -
             "seed": 3,
             "duration_s": duration_s,
             "target": {"endpoints": {"t": {"base_url": "http://127.0.0.1:1"}}},
-            "client": client,
+            "client": {"transport": TRANSPORT["name"], **client},
             "scenarios": [
                 {
                     "name": "chat",
@@ -338,7 +347,7 @@ async def test_scenario_in_flight_cap_is_its_own() -> None:
                 "name": "two",
                 "duration_s": 0.5,
                 "target": {"endpoints": {"t": {"base_url": "http://127.0.0.1:1"}}},
-                "client": {"connections": 100, "request_timeout_s": 5},
+                "client": {"connections": 100, "request_timeout_s": 5, "transport": TRANSPORT["name"]},
                 "scenarios": [
                     {
                         "name": "capped",

@@ -14,6 +14,7 @@ client's).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ import aiohttp
 
 from harness.clock import RunEpoch
 from harness.engine.targets import PreparedRoute
+from harness.engine.transport import LeanPool, RequestHead, TransportError, host_header, split_url
 from harness.metrics.histogram import LatencyHistogram
 from harness.profile.models import Client
 from harness.protocols.azure_openai import (
@@ -42,6 +44,47 @@ def status_error_kind(status: int) -> str:
     if status == 429:
         return "http_429"
     return "http_5xx" if status >= 500 else "http_4xx"
+
+
+class _Failed(Exception):
+    """A transport failure, already classified (outcome and error kind) for the record."""
+
+    def __init__(self, outcome: str, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.kind = kind
+        self.detail = detail
+
+
+class _StreamSink:
+    """Receives a stream's body from the lean transport's ``data_received``: each read is parsed
+    at once and its content chunks get the read's timestamp (ns from the run epoch)."""
+
+    __slots__ = ("_error_body", "epoch_ns", "feed", "nbytes", "parser", "status", "token_ns")
+
+    def __init__(self, epoch_ns: int) -> None:
+        self.epoch_ns = epoch_ns
+        self.parser = ChatStreamParser()
+        self.feed = self.parser.feed
+        self.token_ns: list[int] = []
+        self.nbytes = 0
+        self.status = 0
+        self._error_body: list[bytes] = []
+
+    def on_headers(self, status: int, headers: Any, t_ns: int) -> None:
+        self.status = status
+
+    def on_body(self, data: bytes, t_ns: int) -> None:
+        self.nbytes += len(data)
+        if self.status >= 400:  # an error answer to a stream request: keep it for the error detail
+            self._error_body.append(data)
+            return
+        n = self.feed(data)
+        if n:
+            self.token_ns.extend([t_ns - self.epoch_ns] * n)
+
+    def body(self) -> bytes:
+        return b"".join(self._error_body)
 
 
 class Counters:
@@ -122,6 +165,9 @@ class Dispatcher:
         self.loop_lag = LatencyHistogram()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._lean = client.transport == "lean"
+        self._pools: dict[str, LeanPool] = {}  # by endpoint name (lean transport)
+        self._heads: dict[int, RequestHead] = {}  # by id(route) (lean transport)
         self.stopped_early = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -132,7 +178,10 @@ class Dispatcher:
         Cancelling the task running this method (SIGINT) stops scheduling at once, cancels every
         in-flight request (each recorded as ``cancelled``) and re-raises CancelledError.
         """
-        self._session = make_session(self.client)
+        if self._lean:
+            self._open_pools()
+        else:
+            self._session = make_session(self.client)
         monitor = asyncio.create_task(self._monitor_loop_lag())
         try:
             await self._schedule(plan)
@@ -147,7 +196,10 @@ class Dispatcher:
         finally:
             monitor.cancel()
             await self._cancel_in_flight()
-            await self._session.close()
+            if self._session is not None:
+                await self._session.close()
+            for pool in self._pools.values():
+                pool.close()
 
     async def _cancel_in_flight(self) -> None:
         pending = [t for t in self._tasks if not t.done()]
@@ -264,6 +316,8 @@ class Dispatcher:
             counters.cancelled += 1
             self.sink(rec)
             raise
+        except _Failed as failed:
+            self._fail(rec, failed.outcome, failed.kind, failed.detail)
         except aiohttp.ConnectionTimeoutError:
             self._fail(rec, "timeout", "timeout_connect", "connect timeout")
         except aiohttp.SocketTimeoutError:
@@ -288,7 +342,98 @@ class Dispatcher:
             counters.in_flight -= 1
             self.scenario_in_flight[route.scenario_index] -= 1
 
+    def _open_pools(self) -> None:
+        """One lean pool per endpoint and one request head per route, built before the first send.
+
+        Each pool may open up to ``connections`` connections; in flight never exceeds that in all,
+        so a pool is never exhausted (the lean pool refuses rather than queueing).
+        """
+        client = self.client
+        tls_context: ssl.SSLContext | None = None
+        for routes in self.routes:
+            for route in routes:
+                host, port, target, tls = split_url(route.url)
+                if route.endpoint not in self._pools:
+                    if tls and tls_context is None:
+                        tls_context = ssl.create_default_context()
+                    self._pools[route.endpoint] = LeanPool(
+                        host,
+                        port,
+                        limit=client.connections,
+                        ssl=tls_context if tls else None,
+                        server_hostname=host if tls else None,
+                        connect_timeout_s=client.connect_timeout_s,
+                        read_timeout_s=client.sock_read_timeout_s,
+                        total_timeout_s=client.request_timeout_s,
+                    )
+                headers = route.headers_for("-")
+                id_header = next(k for k, v in headers.items() if v == "-")
+                del headers[id_header]
+                headers.setdefault("User-Agent", "llm-loadharness/0.1")
+                self._heads[id(route)] = RequestHead(
+                    "POST",
+                    target,
+                    host_header(host, port, tls),
+                    headers,
+                    body_len=route.bytes_out,
+                    id_header=id_header,
+                )
+
     async def _attempt(self, route: PreparedRoute, rec: Record) -> float | None:
+        if self._lean:
+            try:
+                return await self._attempt_lean(route, rec)
+            except TransportError as exc:
+                kind = exc.kind
+                outcome = "timeout" if kind.startswith("timeout") else "error"
+                raise _Failed(outcome, kind, str(exc) or type(exc).__name__) from None
+        return await self._attempt_aiohttp(route, rec)
+
+    async def _attempt_lean(self, route: PreparedRoute, rec: Record) -> float | None:
+        """One attempt through the lean transport: chunks are timestamped per socket read in
+        ``data_received`` and parsed in place, with no coroutine wake-up per chunk."""
+        epoch_ns = self.epoch_ns
+        head = self._heads[id(route)].with_id(rec.request_id)
+        pool = self._pools[route.endpoint]
+        if route.stream:
+            sink = _StreamSink(epoch_ns)
+            try:
+                resp = await pool.request(head, route.body, sink)
+            finally:
+                # also on a reset or timeout mid-stream: keep what arrived (a failure is data)
+                rec.done_ns = time.monotonic_ns() - epoch_ns
+                rec.bytes_in += sink.nbytes
+                rec.chunks = sink.parser.content_chunks
+                if sink.token_ns:
+                    rec.first_token_ns = sink.token_ns[0]
+                    rec.token_ns = sink.token_ns
+        else:
+            resp = await pool.request(head, route.body)
+        rec.first_byte_ns = resp.first_byte_ns - epoch_ns
+        status = resp.status
+        rec.status = status
+        fp = attribute(resp.headers.indexed)
+        rec.fp_cloud = fp.cloud
+        rec.fp_region = fp.region
+        rec.fp_request_id = fp.request_id
+        rec.mock_cloud = fp.mock_cloud
+        rec.mock_region = fp.mock_region
+        if route.stream:
+            if status >= 400:
+                return self._error_answer(rec, status, sink.body(), resp.headers)
+            parser = sink.parser
+            parser.close()
+            self._finish_stream(rec, route, parser)
+            return None
+        body = resp.body or b""
+        rec.done_ns = time.monotonic_ns() - epoch_ns
+        rec.bytes_in += len(body)
+        if status >= 400:
+            return self._error_answer(rec, status, body, resp.headers)
+        self._finish_body(rec, route, body)
+        return None
+
+    async def _attempt_aiohttp(self, route: PreparedRoute, rec: Record) -> float | None:
         """One attempt; returns the seconds to wait before the next one, or None when done."""
         mono = time.monotonic_ns
         epoch_ns = self.epoch_ns
@@ -309,27 +454,44 @@ class Dispatcher:
                 body = await resp.read()
                 rec.done_ns = mono() - epoch_ns
                 rec.bytes_in += len(body)
-                code, message = parse_error_body(body)
-                rec.outcome = "error"
-                rec.error_kind = status_error_kind(status)
-                rec.error_detail = f"{code}: {message}"[:300] if code else (message or "")[:300]
-                return self._retry_delay(status, resp.headers, rec.attempts)
+                return self._error_answer(rec, status, body, resp.headers)
             if route.stream:
                 await self._read_stream(resp, rec, route)
                 return None
             body = await resp.read()
             rec.done_ns = mono() - epoch_ns
             rec.bytes_in += len(body)
-            result = parse_chat_response(body)
-            rec.response_id = result.response_id
-            self._set_tokens(rec, route, result.usage_in, result.usage_out, result.tokens_out_approx)
-            if result.error:
-                rec.outcome = "error"
-                rec.error_kind = error_kind(result.error)
-                rec.error_detail = result.error[:300]
-            else:
-                rec.first_token_ns = rec.done_ns
+            self._finish_body(rec, route, body)
             return None
+
+    def _error_answer(self, rec: Record, status: int, body: bytes, headers: Any) -> float | None:
+        """Record an HTTP error answer; the retry policy's delay, or None when it is final."""
+        code, message = parse_error_body(body)
+        rec.outcome = "error"
+        rec.error_kind = status_error_kind(status)
+        rec.error_detail = f"{code}: {message}"[:300] if code else (message or "")[:300]
+        return self._retry_delay(status, headers, rec.attempts)
+
+    def _finish_body(self, rec: Record, route: PreparedRoute, body: bytes) -> None:
+        """A complete non-stream answer: its id, tokens, and an error it may carry."""
+        result = parse_chat_response(body)
+        rec.response_id = result.response_id
+        self._set_tokens(rec, route, result.usage_in, result.usage_out, result.tokens_out_approx)
+        if result.error:
+            rec.outcome = "error"
+            rec.error_kind = error_kind(result.error)
+            rec.error_detail = result.error[:300]
+        else:
+            rec.first_token_ns = rec.done_ns
+
+    def _finish_stream(self, rec: Record, route: PreparedRoute, parser: ChatStreamParser) -> None:
+        """A stream that ended (parser closed): its id, tokens, and an error it may carry."""
+        rec.response_id = parser.response_id
+        self._set_tokens(rec, route, parser.usage_in, parser.usage_out, parser.tokens_out_approx)
+        if parser.error:
+            rec.outcome = "error"
+            rec.error_kind = error_kind(parser.error)
+            rec.error_detail = parser.error[:300]
 
     def _retry_delay(self, status: int, headers: Any, attempts: int) -> float | None:
         """The policy's decision: wait this long and retry, or record the answer (None)."""
@@ -364,12 +526,7 @@ class Dispatcher:
             if token_ns:
                 rec.first_token_ns = token_ns[0]
                 rec.token_ns = token_ns
-        rec.response_id = parser.response_id
-        self._set_tokens(rec, route, parser.usage_in, parser.usage_out, parser.tokens_out_approx)
-        if parser.error:
-            rec.outcome = "error"
-            rec.error_kind = error_kind(parser.error)
-            rec.error_detail = parser.error[:300]
+        self._finish_stream(rec, route, parser)
 
     @staticmethod
     def _set_tokens(

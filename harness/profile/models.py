@@ -211,6 +211,11 @@ class Client(Strict):
     sock_read_timeout_s: float = Field(default=30.0, gt=0, description="max gap between reads")
     request_timeout_s: float = Field(default=60.0, gt=0, description="whole request, first to last byte")
     retry: Retry = Field(default_factory=Retry)
+    transport: Literal["aiohttp", "lean"] = Field(
+        default="aiohttp",
+        description="aiohttp (proxies, every TLS option) or lean: the engine's own HTTP/1.1 "
+        "transport (harness.engine.transport), much cheaper per request and per streamed chunk",
+    )
 
     @model_validator(mode="after")
     def _in_flight_within_connections(self) -> Client:
