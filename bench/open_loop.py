@@ -9,6 +9,7 @@ loop (64 concurrent, on the same core, against the same target): no open-loop ge
 stock aiohttp can sustain more than that on this machine.
 
     .venv/bin/python bench/open_loop.py [--rates 1000,5000,10000] [--duration-s 10]
+                                        [--transports aiohttp,lean]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ cloud = "azure"
 [client]
 connections = {connections}
 max_in_flight = {connections}
+transport = "{transport}"
 lag_budget_ms = 1000
 [validity]
 max_schedule_lag_p99_ms = 50
@@ -76,6 +78,7 @@ def main() -> int:
     parser.add_argument("--rates", default="1000,5000,10000")
     parser.add_argument("--duration-s", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--transports", default="aiohttp,lean", help="engine transports to compare")
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     target_cpu, harness_cpu = (cpus[0], cpus[1]) if len(cpus) > 1 else (cpus[0], cpus[0])
@@ -99,10 +102,12 @@ def main() -> int:
         raw_rps = float(raw.stdout.strip())
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
-            for rate in (int(r) for r in args.rates.split(",")):
-                profile = Path(tmp) / f"open-loop-{rate}.toml"
+            runs = [(t, int(r)) for r in args.rates.split(",") for t in args.transports.split(",")]
+            for transport, rate in runs:  # interleaved: both transports see the same machine state
+                profile = Path(tmp) / f"open-loop-{transport}-{rate}.toml"
                 profile.write_text(
                     PROFILE.format(
+                        transport=transport,
                         rate=rate,
                         duration=args.duration_s,
                         port=port,
@@ -110,7 +115,7 @@ def main() -> int:
                         policy=ROOT / "profiles/policies/azure-stateless-exclusive.toml",
                     )
                 )
-                results = Path(tmp) / f"results-{rate}"
+                results = Path(tmp) / f"results-{transport}-{rate}"
                 proc = subprocess.run(
                     [
                         sys.executable,
@@ -130,22 +135,23 @@ def main() -> int:
                 )
                 run_dir = next(results.iterdir())
                 s = json.loads((run_dir / "summary.json").read_text())
-                rows.append((rate, s, proc.returncode))
+                rows.append((transport, rate, s, proc.returncode))
         print(
             f"harness on cpu {harness_cpu}, target on cpu {target_cpu}, {args.duration_s:.0f} s per rate, "
             f"constant arrivals, non-streaming, {args.connections} connections"
         )
         print(f"stock aiohttp closed-loop ceiling on the same core: {raw_rps:.0f} rps (64 concurrent)")
         print(
-            f"{'rate':>7} {'achieved':>9} {'ach/plan':>8} {'lag p50':>8} {'lag p99':>8} {'lag p99.9':>9} "
+            f"{'transport':>9} {'rate':>7} {'achieved':>9} {'ach/plan':>8} {'lag p50':>8} {'lag p99':>8} "
+            f"{'lag p99.9':>9} "
             f"{'loop p99':>8} {'dropped':>8} {'ok/s':>8} {'ok/ceiling':>10} {'lat p99':>9} {'exit':>4}"
         )
-        for rate, s, code in rows:
+        for transport, rate, s, code in rows:
             lag, lat = s["schedule_lag_ms"], s["latency_ms"]["from_intended"]
             achieved = s["rate"]["achieved_rps"]
             ok_rps = s["counts"]["ok"] / args.duration_s
             print(
-                f"{rate:>7} {achieved:>9.1f} {achieved / rate:>8.3f} "
+                f"{transport:>9} {rate:>7} {achieved:>9.1f} {achieved / rate:>8.3f} "
                 f"{lag['p50']:>6.2f}ms {lag['p99']:>6.2f}ms "
                 f"{lag['p99.9']:>7.2f}ms {s['validity']['event_loop_lag_p99_ms']:>6.2f}ms "
                 f"{s['counts']['dropped']:>8} {ok_rps:>8.0f} {ok_rps / raw_rps:>10.2f} "
