@@ -141,7 +141,55 @@ def _rebuild_template(cls: type[_RequestTemplate], args: tuple[Any, ...], kwargs
     return cls(*args, **kwargs)
 
 
-class ChatRequestTemplate(_RequestTemplate):
+class _PromptTemplate(_RequestTemplate):
+    """A generation request from one prompt, ``max_tokens`` and optional streaming with usage;
+    subclasses say how the prompt enters the body (``_prompt_fields``)."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        base_url: str,
+        deployment: str,
+        api_version: str | None,
+        api_key: str | None,
+        *,
+        model: str,
+        prompt: str,
+        max_tokens: int,
+        stream: bool,
+        include_usage: bool,
+        auth: Literal["api-key", "bearer"] | None = None,
+        flavor: Flavor = "azure",
+    ) -> None:
+        config = (
+            (base_url, deployment, api_version, api_key),
+            {
+                "model": model,
+                "prompt": prompt,
+                "max_tokens": max_tokens,
+                "stream": stream,
+                "include_usage": include_usage,
+                "auth": auth,
+                "flavor": flavor,
+            },
+        )
+        payload: dict[str, Any] = {
+            "model": model,
+            **self._prompt_fields(prompt),
+            "max_tokens": max_tokens,
+            "stream": stream,
+        }
+        if stream and include_usage:
+            payload["stream_options"] = {"include_usage": True}
+        self._setup(config, base_url, deployment, api_version, api_key, auth, flavor, payload, stream)
+
+    @staticmethod
+    def _prompt_fields(prompt: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class ChatRequestTemplate(_PromptTemplate):
     """A chat completions request: one user message, ``max_tokens``, optional streaming with
     usage. Azure: ``x-ms-client-request-id`` per request; OpenAI: ``X-Client-Request-Id``.
     ``auth`` defaults to ``api-key`` on Azure and ``bearer`` on OpenAI."""
@@ -149,86 +197,20 @@ class ChatRequestTemplate(_RequestTemplate):
     __slots__ = ()
     _OP = "chat/completions"
 
-    def __init__(
-        self,
-        base_url: str,
-        deployment: str,
-        api_version: str | None,
-        api_key: str | None,
-        *,
-        model: str,
-        prompt: str,
-        max_tokens: int,
-        stream: bool,
-        include_usage: bool,
-        auth: Literal["api-key", "bearer"] | None = None,
-        flavor: Flavor = "azure",
-    ) -> None:
-        config = (
-            (base_url, deployment, api_version, api_key),
-            {
-                "model": model,
-                "prompt": prompt,
-                "max_tokens": max_tokens,
-                "stream": stream,
-                "include_usage": include_usage,
-                "auth": auth,
-                "flavor": flavor,
-            },
-        )
-        payload: dict[str, Any] = {
-            "model": model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "stream": stream,
-        }
-        if stream and include_usage:
-            payload["stream_options"] = {"include_usage": True}
-        self._setup(config, base_url, deployment, api_version, api_key, auth, flavor, payload, stream)
+    @staticmethod
+    def _prompt_fields(prompt: str) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": prompt}]}
 
 
-class CompletionRequestTemplate(_RequestTemplate):
+class CompletionRequestTemplate(_PromptTemplate):
     """A legacy completions request (§2.7): ``prompt``, ``max_tokens``, optional streaming."""
 
     __slots__ = ()
     _OP = "completions"
 
-    def __init__(
-        self,
-        base_url: str,
-        deployment: str,
-        api_version: str | None,
-        api_key: str | None,
-        *,
-        model: str,
-        prompt: str,
-        max_tokens: int,
-        stream: bool,
-        include_usage: bool,
-        auth: Literal["api-key", "bearer"] | None = None,
-        flavor: Flavor = "azure",
-    ) -> None:
-        config = (
-            (base_url, deployment, api_version, api_key),
-            {
-                "model": model,
-                "prompt": prompt,
-                "max_tokens": max_tokens,
-                "stream": stream,
-                "include_usage": include_usage,
-                "auth": auth,
-                "flavor": flavor,
-            },
-        )
-        payload: dict[str, Any] = {
-            "model": model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "stream": stream,
-        }
-        if stream and include_usage:
-            payload["stream_options"] = {"include_usage": True}
-        self._setup(config, base_url, deployment, api_version, api_key, auth, flavor, payload, stream)
+    @staticmethod
+    def _prompt_fields(prompt: str) -> dict[str, Any]:
+        return {"prompt": prompt}
 
 
 class EmbeddingRequestTemplate(_RequestTemplate):
