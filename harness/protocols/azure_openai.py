@@ -53,6 +53,7 @@ from harness.protocols.events import (  # the shared vocabulary, re-exported und
     EV_TOKEN as EV_TOKEN,
     EV_USAGE as EV_USAGE,
     MALFORMED_PREFIX as MALFORMED_PREFIX,
+    collect_events,
     error_kind as error_kind,
 )
 from harness.protocols.openai_flavor import (
@@ -448,25 +449,14 @@ class CompletionStreamParser(ChatStreamParser):
 def stream_events(data_chunks: Iterable[bytes], *, require_done: bool = True) -> list[tuple[Any, ...]]:
     """Feed a whole chat body (in the given pieces) and return the normalised event list, ending
     with the truncation error from :meth:`ChatStreamParser.close` when there is one."""
-    return _events(ChatStreamParser(require_done=require_done), data_chunks)
+    return collect_events(ChatStreamParser(require_done=require_done), data_chunks)
 
 
 def completion_stream_events(
     data_chunks: Iterable[bytes], *, require_done: bool = True
 ) -> list[tuple[Any, ...]]:
     """:func:`stream_events` for a legacy completions body, in the same event vocabulary."""
-    return _events(CompletionStreamParser(require_done=require_done), data_chunks)
-
-
-def _events(parser: ChatStreamParser, data_chunks: Iterable[bytes]) -> list[tuple[Any, ...]]:
-    events: list[tuple[Any, ...]] = []
-    for chunk in data_chunks:
-        parser.feed(chunk, events)
-    had_error = parser.error is not None
-    parser.close()
-    if parser.error is not None and not had_error:
-        events.append((EV_ERROR, parser.error))
-    return events
+    return collect_events(CompletionStreamParser(require_done=require_done), data_chunks)
 
 
 # ---------------------------------------------------------------------------------------------

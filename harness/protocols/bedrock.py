@@ -60,6 +60,7 @@ from harness.protocols.events import (  # the shared vocabulary, re-exported und
     EV_TOKEN as EV_TOKEN,
     EV_USAGE as EV_USAGE,
     MALFORMED_PREFIX as MALFORMED_PREFIX,
+    collect_events,
     error_kind as error_kind,
 )
 from harness.protocols.eventstream import (
@@ -457,15 +458,7 @@ class BedrockStreamParser:
 def stream_events(data_chunks: Iterable[bytes]) -> list[tuple[Any, ...]]:
     """Feed a whole ConverseStream or InvokeModelWithResponseStream body (in the given pieces)
     and return the normalised events, ending with the truncation error when there is one."""
-    parser = BedrockStreamParser()
-    events: list[tuple[Any, ...]] = []
-    for chunk in data_chunks:
-        parser.feed(chunk, events)
-    had_error = parser.error is not None
-    parser.close()
-    if parser.error is not None and not had_error:
-        events.append((EV_ERROR, parser.error))
-    return events
+    return collect_events(BedrockStreamParser(), data_chunks)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ Azure, OpenAI, Bedrock, Vertex, Responses and Realtime streams alike.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Iterable
+from typing import Any, Final, Protocol
 
 EV_TOKEN: Final = "token"
 EV_USAGE: Final = "usage"
@@ -35,3 +36,31 @@ def error_kind(error: str) -> str:
     if error.startswith(MALFORMED_PREFIX):
         return "protocol"
     return "stream_error"
+
+
+class StreamParser(Protocol):
+    """What every dialect's stream parser offers for collecting normalized events."""
+
+    error: str | None
+
+    def feed(self, data: Any, events: list[tuple[Any, ...]] | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def close_into(parser: StreamParser, events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Close ``parser`` and append the truncation error it found at the end, if that is new."""
+    had_error = parser.error is not None
+    parser.close()
+    if parser.error is not None and not had_error:
+        events.append((EV_ERROR, parser.error))
+    return events
+
+
+def collect_events(parser: StreamParser, data_chunks: Iterable[Any]) -> list[tuple[Any, ...]]:
+    """Feed a whole body (in the given pieces) and return its normalized events, ending with the
+    truncation error when the body stopped before the protocol's end."""
+    events: list[tuple[Any, ...]] = []
+    for chunk in data_chunks:
+        parser.feed(chunk, events)
+    return close_into(parser, events)

@@ -49,6 +49,7 @@ from harness.protocols.events import (  # the shared vocabulary, re-exported und
     EV_TOKEN as EV_TOKEN,
     EV_USAGE as EV_USAGE,
     MALFORMED_PREFIX as MALFORMED_PREFIX,
+    close_into,
     error_kind as error_kind,
 )
 from harness.protocols.tokens import approx_tokens
@@ -305,11 +306,7 @@ def turn_events(messages: Iterable[bytes | str]) -> list[tuple[Any, ...]]:
         parser.feed(message, events)
         if parser.ended:
             break
-    had_error = parser.error is not None
-    parser.close()
-    if parser.error is not None and not had_error:
-        events.append((EV_ERROR, parser.error))
-    return events
+    return close_into(parser, events)
 
 
 def stream_events(data_chunks: Iterable[bytes]) -> list[tuple[Any, ...]]:
@@ -334,11 +331,7 @@ def stream_events(data_chunks: Iterable[bytes]) -> list[tuple[Any, ...]]:
                     break
     if not parser.ended and bytes(buf).strip():
         parser.feed(bytes(buf), events)
-    had_error = parser.error is not None
-    parser.close()
-    if parser.error is not None and not had_error:
-        events.append((EV_ERROR, parser.error))
-    return events
+    return close_into(parser, events)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from harness.protocols.events import (  # the shared vocabulary, re-exported und
     EV_TOKEN as EV_TOKEN,
     EV_USAGE as EV_USAGE,
     MALFORMED_PREFIX as MALFORMED_PREFIX,
+    collect_events,
     error_kind as error_kind,
 )
 from harness.protocols.openai_flavor import openai_error_body
@@ -389,15 +390,7 @@ class ResponsesStreamParser:
 def stream_events(data_chunks: Iterable[bytes]) -> list[tuple[Any, ...]]:
     """Feed a whole body (in the given pieces) and return the normalised event list, ending
     with the truncation error from :meth:`ResponsesStreamParser.close` when there is one."""
-    parser = ResponsesStreamParser()
-    events: list[tuple[Any, ...]] = []
-    for chunk in data_chunks:
-        parser.feed(chunk, events)
-    had_error = parser.error is not None
-    parser.close()
-    if parser.error is not None and not had_error:
-        events.append((EV_ERROR, parser.error))
-    return events
+    return collect_events(ResponsesStreamParser(), data_chunks)
 
 
 # ---------------------------------------------------------------------------------------------
