@@ -53,6 +53,7 @@ from harness.protocols.events import (  # the shared vocabulary, re-exported und
     EV_TOKEN as EV_TOKEN,
     EV_USAGE as EV_USAGE,
     MALFORMED_PREFIX as MALFORMED_PREFIX,
+    StreamState,
     collect_events,
     error_kind as error_kind,
 )
@@ -292,7 +293,7 @@ def _tool_call_tokens(tool_calls: Any) -> int:
     return n
 
 
-class ChatStreamParser:
+class ChatStreamParser(StreamState):
     """Reads one chat-completions SSE body; :meth:`feed` says how many content-bearing chunks
     each read completed, so the caller can timestamp them.
 
@@ -301,30 +302,12 @@ class ChatStreamParser:
     """
 
     _TEXT: ClassVar[bool] = False  # choices carry "text" (completions), not "delta" (chat)
-    __slots__ = (
-        "_sse",
-        "content_chunks",
-        "done",
-        "error",
-        "finish_reason",
-        "require_done",
-        "response_id",
-        "tokens_out_approx",
-        "usage_in",
-        "usage_out",
-    )
+    __slots__ = ("_sse", "require_done")
 
     def __init__(self, *, require_done: bool = True) -> None:
+        super().__init__()
         self._sse = SSEParser()
         self.require_done = require_done
-        self.content_chunks = 0
-        self.tokens_out_approx = 0
-        self.usage_in: int | None = None
-        self.usage_out: int | None = None
-        self.response_id: str | None = None
-        self.finish_reason: str | None = None
-        self.done = False
-        self.error: str | None = None
 
     def close(self) -> None:
         """End of body: a stream that never sent ``[DONE]`` is an error when required; one
@@ -335,16 +318,6 @@ class ChatStreamParser:
             self.error = TRUNCATED
         elif self._sse.has_partial:
             self.error = TRUNCATED_EVENT
-
-    @property
-    def ended(self) -> bool:
-        """True once ``[DONE]`` or an error ended the stream; later bytes are ignored."""
-        return self.done or self.error is not None
-
-    def _fail(self, message: str, events: list[tuple[Any, ...]] | None) -> None:
-        self.error = message
-        if events is not None:
-            events.append((EV_ERROR, message))
 
     def feed(self, data: bytes, events: list[tuple[Any, ...]] | None = None) -> int:
         """Parse the next body bytes; the number of content-bearing chunks they completed.

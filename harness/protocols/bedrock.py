@@ -60,6 +60,7 @@ from harness.protocols.events import (  # the shared vocabulary, re-exported und
     EV_TOKEN as EV_TOKEN,
     EV_USAGE as EV_USAGE,
     MALFORMED_PREFIX as MALFORMED_PREFIX,
+    StreamState,
     collect_events,
     error_kind as error_kind,
 )
@@ -285,43 +286,19 @@ _ANTHROPIC_DELTA_FIELDS: Final = {
 }
 
 
-class BedrockStreamParser:
+class BedrockStreamParser(StreamState):
     """Reads one ConverseStream or InvokeModelWithResponseStream body (their event types do
     not overlap, so one parser serves both); :meth:`feed` says how many content-bearing events
     each read completed, so the caller can timestamp them. Same surface as the Azure
     ``ChatStreamParser``."""
 
-    __slots__ = (
-        "_anthropic_in",
-        "_anthropic_out",
-        "_decoder",
-        "content_chunks",
-        "done",
-        "error",
-        "finish_reason",
-        "response_id",
-        "tokens_out_approx",
-        "usage_in",
-        "usage_out",
-    )
+    __slots__ = ("_anthropic_in", "_anthropic_out", "_decoder")
 
     def __init__(self) -> None:
+        super().__init__()
         self._decoder = EventStreamDecoder()
         self._anthropic_in: int | None = None
         self._anthropic_out: int | None = None
-        self.content_chunks = 0
-        self.tokens_out_approx = 0
-        self.usage_in: int | None = None
-        self.usage_out: int | None = None
-        self.response_id: str | None = None
-        self.finish_reason: str | None = None
-        self.done = False
-        self.error: str | None = None
-
-    @property
-    def ended(self) -> bool:
-        """True once the final event or an error ended the stream; later bytes are ignored."""
-        return self.done or self.error is not None
 
     def close(self) -> None:
         """End of body: stopping inside a frame, or before the final event, is an error."""
@@ -329,11 +306,6 @@ class BedrockStreamParser:
             return
         tail = self._decoder.close()
         self.error = tail.reason if tail is not None else TRUNCATED
-
-    def _fail(self, message: str, events: list[tuple[Any, ...]] | None) -> None:
-        self.error = message
-        if events is not None:
-            events.append((EV_ERROR, message))
 
     def feed(self, data: bytes, events: list[tuple[Any, ...]] | None = None) -> int:
         """Parse the next body bytes; the number of content-bearing events they completed.

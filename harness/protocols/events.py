@@ -64,3 +64,39 @@ def collect_events(parser: StreamParser, data_chunks: Iterable[Any]) -> list[tup
     for chunk in data_chunks:
         parser.feed(chunk, events)
     return close_into(parser, events)
+
+
+class StreamState:
+    """What every dialect's stream parser accumulates, in the shared vocabulary; subclasses add
+    their own framing state (SSE buffer, event-stream decoder, ...) and ``feed``/``close``."""
+
+    __slots__ = (
+        "content_chunks",
+        "done",
+        "error",
+        "finish_reason",
+        "response_id",
+        "tokens_out_approx",
+        "usage_in",
+        "usage_out",
+    )
+
+    def __init__(self) -> None:
+        self.content_chunks = 0
+        self.tokens_out_approx = 0
+        self.usage_in: int | None = None
+        self.usage_out: int | None = None
+        self.response_id: str | None = None
+        self.finish_reason: str | None = None
+        self.done = False
+        self.error: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        """True once the protocol's end or an error ended the stream; later bytes are ignored."""
+        return self.done or self.error is not None
+
+    def _fail(self, message: str, events: list[tuple[Any, ...]] | None) -> None:
+        self.error = message
+        if events is not None:
+            events.append((EV_ERROR, message))

@@ -49,6 +49,7 @@ from harness.protocols.events import (  # the shared vocabulary, re-exported und
     EV_TOKEN as EV_TOKEN,
     EV_USAGE as EV_USAGE,
     MALFORMED_PREFIX as MALFORMED_PREFIX,
+    StreamState,
     close_into,
     error_kind as error_kind,
 )
@@ -191,48 +192,21 @@ def _error_message(event: dict[str, Any]) -> str:
     return "realtime error"
 
 
-class RealtimeTurnParser:
+class RealtimeTurnParser(StreamState):
     """Reads the server events of one turn (after ``response.create``); :meth:`feed` takes one
     WebSocket message and says how many content-bearing deltas it was (0 or 1). Events before
     ``response.created`` (session and item acknowledgements) are not part of the turn."""
 
-    __slots__ = (
-        "content_chunks",
-        "done",
-        "error",
-        "finish_reason",
-        "response_id",
-        "status",
-        "tokens_out_approx",
-        "usage_in",
-        "usage_out",
-    )
+    __slots__ = ("status",)
 
     def __init__(self) -> None:
-        self.content_chunks = 0
-        self.tokens_out_approx = 0
-        self.usage_in: int | None = None
-        self.usage_out: int | None = None
-        self.response_id: str | None = None
+        super().__init__()
         self.status: str | None = None
-        self.finish_reason: str | None = None
-        self.done = False
-        self.error: str | None = None
-
-    @property
-    def ended(self) -> bool:
-        """True once ``response.done`` or an error ended the turn; later messages are ignored."""
-        return self.done or self.error is not None
 
     def close(self) -> None:
         """The connection ended: a turn without ``response.done`` is an error."""
         if not self.done and self.error is None:
             self.error = TRUNCATED
-
-    def _fail(self, message: str, events: list[tuple[Any, ...]] | None) -> None:
-        self.error = message
-        if events is not None:
-            events.append((EV_ERROR, message))
 
     def feed(self, message: bytes | str, events: list[tuple[Any, ...]] | None = None) -> int:
         """Parse one server message; 1 if it carried output, else 0. With ``events``, also

@@ -57,6 +57,7 @@ from harness.protocols.events import (  # the shared vocabulary, re-exported und
     EV_TOKEN as EV_TOKEN,
     EV_USAGE as EV_USAGE,
     MALFORMED_PREFIX as MALFORMED_PREFIX,
+    StreamState,
     collect_events,
     error_kind as error_kind,
 )
@@ -267,49 +268,21 @@ def finish_reason_of(response: dict[str, Any]) -> str:
     return "stop"
 
 
-class ResponsesStreamParser:
+class ResponsesStreamParser(StreamState):
     """Reads one Responses SSE body; :meth:`feed` says how many content-bearing deltas each
     read completed, so the caller can timestamp them."""
 
-    __slots__ = (
-        "_sse",
-        "content_chunks",
-        "done",
-        "error",
-        "finish_reason",
-        "response_id",
-        "status",
-        "tokens_out_approx",
-        "usage_in",
-        "usage_out",
-    )
+    __slots__ = ("_sse", "status")
 
     def __init__(self) -> None:
+        super().__init__()
         self._sse = SSEParser()
-        self.content_chunks = 0
-        self.tokens_out_approx = 0
-        self.usage_in: int | None = None
-        self.usage_out: int | None = None
-        self.response_id: str | None = None
         self.status: str | None = None  # the last response status seen (in_progress, completed, ...)
-        self.finish_reason: str | None = None
-        self.done = False
-        self.error: str | None = None
-
-    @property
-    def ended(self) -> bool:
-        """True once a terminal event or an error ended the stream; later bytes are ignored."""
-        return self.done or self.error is not None
 
     def close(self) -> None:
         """End of body: a stream without its terminal event is an error."""
         if not self.done and self.error is None:
             self.error = TRUNCATED
-
-    def _fail(self, message: str, events: list[tuple[Any, ...]] | None) -> None:
-        self.error = message
-        if events is not None:
-            events.append((EV_ERROR, message))
 
     def _response(self, response: Any, events: list[tuple[Any, ...]] | None) -> None:
         """Take id and status from an embedded response object."""

@@ -48,6 +48,7 @@ from harness.protocols.events import (  # the shared vocabulary, re-exported und
     EV_TOKEN as EV_TOKEN,
     EV_USAGE as EV_USAGE,
     MALFORMED_PREFIX as MALFORMED_PREFIX,
+    StreamState,
     error_kind as error_kind,
 )
 from harness.protocols.sse import SSEParser
@@ -270,39 +271,16 @@ def _candidate_tokens(content: Any) -> int:
     return tokens
 
 
-class VertexStreamParser:
+class VertexStreamParser(StreamState):
     """Reads one ``alt=sse`` body; :meth:`feed` says how many content-bearing events each read
     completed, so the caller can timestamp them. Same interface as the Azure chat parser."""
 
-    __slots__ = (
-        "_sse",
-        "content_chunks",
-        "done",
-        "error",
-        "finish_reason",
-        "require_done",
-        "response_id",
-        "tokens_out_approx",
-        "usage_in",
-        "usage_out",
-    )
+    __slots__ = ("_sse", "require_done")
 
     def __init__(self, *, require_done: bool = True) -> None:
+        super().__init__()
         self._sse = SSEParser()
         self.require_done = require_done  # require a finishReason before the body ends
-        self.content_chunks = 0
-        self.tokens_out_approx = 0
-        self.usage_in: int | None = None
-        self.usage_out: int | None = None
-        self.response_id: str | None = None
-        self.finish_reason: str | None = None
-        self.done = False
-        self.error: str | None = None
-
-    @property
-    def ended(self) -> bool:
-        """True once the body ended (:meth:`close`) or an error ended the stream."""
-        return self.done or self.error is not None
 
     def close(self, events: list[tuple[Any, ...]] | None = None) -> None:
         """End of body: clean after a finish reason → ``done``; inside an event → truncated;
@@ -317,11 +295,6 @@ class VertexStreamParser:
             self.done = True
             if events is not None:
                 events.append(_DONE_EVENT)
-
-    def _fail(self, message: str, events: list[tuple[Any, ...]] | None) -> None:
-        self.error = message
-        if events is not None:
-            events.append((EV_ERROR, message))
 
     def feed(self, data: bytes, events: list[tuple[Any, ...]] | None = None) -> int:
         """Parse the next body bytes; the number of content-bearing events they completed.
