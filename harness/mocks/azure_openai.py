@@ -57,7 +57,7 @@ import orjson
 from aiohttp import web
 
 from harness.mocks.call import Call
-from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection
+from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection, abort_connection
 from harness.protocols import azure_openai as wire
 from harness.protocols.fingerprint import mock_headers, vendor_headers
 from harness.protocols.openai_flavor import (
@@ -341,13 +341,6 @@ def rejection_response(
         deployment=deployment,
         extra_headers=extra,
     )
-
-
-def abort_connection(request: web.Request) -> None:
-    """Drop the TCP connection now, without a response (or in the middle of one)."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
 
 
 # --------------------------------------------------------------------------- the endpoint

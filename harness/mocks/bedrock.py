@@ -61,7 +61,7 @@ import orjson
 from aiohttp import web
 
 from harness.mocks.call import Call
-from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection
+from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection, abort_connection
 from harness.protocols import bedrock as wire
 from harness.protocols.eventstream import corrupt_crc
 from harness.protocols.fingerprint import mock_headers, vendor_headers
@@ -275,14 +275,8 @@ class _Bedrock:
         """Close the connection without a reply (the client sees a disconnect)."""
         call.status = LEDGER_STATUS_NOT_SENT
         call.response_id = None
-        self._abort(request)
+        abort_connection(request)
         return web.Response()  # never sent: the transport is gone
-
-    @staticmethod
-    def _abort(request: web.Request) -> None:
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
 
     async def _stream(
         self,
@@ -316,7 +310,7 @@ class _Bedrock:
             """Write one frame (corrupted if the plan says so); False once the plan cuts the stream."""
             nonlocal sent
             if disconnect_after is not None and sent >= disconnect_after:
-                self._abort(request)
+                abort_connection(request)
                 return False
             if sent == malformed_at:
                 frame = corrupt_crc(frame)
@@ -329,7 +323,7 @@ class _Bedrock:
             await resp.prepare(request)
             call.started = True
             if disconnect_after == 0:
-                self._abort(request)
+                abort_connection(request)
                 return resp
             await sleep_until(due)
             if converse:
@@ -373,7 +367,7 @@ class _Bedrock:
                 if not await send(frame):
                     return resp
             if disconnect_after is not None and sent >= disconnect_after:
-                self._abort(request)
+                abort_connection(request)
                 return resp
             await resp.write_eof()
         except ConnectionResetError:

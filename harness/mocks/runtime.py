@@ -52,6 +52,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from aiohttp import web
+
 from harness.mocks.latency import LatencyModel
 from harness.mocks.ledger import Ledger
 from harness.profile.models import Faults, FleetEndpoint
@@ -101,6 +103,13 @@ class FaultPlan:
 
 
 NO_FAULTS: Final = FaultPlan()
+
+
+def abort_connection(request: web.Request) -> None:
+    """Drop the TCP connection now, without a response (or in the middle of one)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
 
 
 class Admission:

@@ -67,7 +67,7 @@ from aiohttp import web
 
 from harness.mocks.azure_openai import prompt_tokens_of as chat_prompt_tokens_of
 from harness.mocks.call import Call
-from harness.mocks.runtime import EndpointRuntime, FaultPlan
+from harness.mocks.runtime import EndpointRuntime, FaultPlan, abort_connection
 from harness.protocols import azure_openai as chat_wire, vertex as wire
 from harness.protocols.fingerprint import mock_headers, vendor_headers
 from harness.protocols.tokens import output_text, output_token
@@ -224,12 +224,6 @@ class _Emitter:
         self.sent = sent + 1
 
 
-def _abort(request: web.Request) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
-
-
 class _Vertex:
     """The request handler of one endpoint; everything constant is decided here, once."""
 
@@ -328,7 +322,7 @@ class _Vertex:
                 return self._error(call, rejection.status, _status_message(rejection.status))
             plan = admission.plan
             if plan.reset_before_response:
-                _abort(request)
+                abort_connection(request)
                 return web.Response(status=STATUS_NOT_SENT)  # never written: the connection is gone
             start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
             if plan.first_byte_delay_s > 0:
@@ -372,7 +366,7 @@ class _Vertex:
             await resp.write(half)
         except ConnectionResetError:
             pass
-        _abort(request)
+        abort_connection(request)
         return resp
 
     async def _stream(
@@ -418,7 +412,7 @@ class _Vertex:
                 call.tokens_out += 1
             await resp.write_eof()
         except _Cut:
-            _abort(request)
+            abort_connection(request)
         except ConnectionResetError:
             pass  # the client went away mid-stream: a fact for the ledger, not a server error
         return resp
@@ -454,7 +448,7 @@ class _Vertex:
                 return self._error(call, rejection.status, _status_message(rejection.status))
             plan = admission.plan
             if plan.reset_before_response:
-                _abort(request)
+                abort_connection(request)
                 return web.Response(status=STATUS_NOT_SENT)
             start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
             if plan.first_byte_delay_s > 0:
@@ -523,7 +517,7 @@ class _Vertex:
             await emit(chat_wire.SSE_DONE)
             await resp.write_eof()
         except _Cut:
-            _abort(request)
+            abort_connection(request)
         except ConnectionResetError:
             pass
         return resp
