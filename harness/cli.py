@@ -2,12 +2,13 @@
 
 Exit codes (harness.errors.ExitCode): 0 pass · 1 compliance failed · 2 invalid input (nothing
 started) · 3 harness-bound (results untrustworthy) · 4 infrastructure (fleet/worker could not
-start) · 5 thresholds failed · 130 interrupted (partial results written).
+start) · 5 thresholds failed · 70 internal error (a bug) · 130 interrupted (partial results written).
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -321,10 +322,17 @@ def profiles_schema() -> None:
 
 def main() -> None:
     try:
-        app()
+        app()  # standalone: usage errors exit 2 with a message, typer.Exit carries our codes
     except HarnessError as exc:  # pragma: no cover - commands catch their own
         err.print(f"error: {exc.one_line()}")
         sys.exit(int(exc.exit_code))
+    except Exception:  # a bug: print it, and never exit 1 (which means "compliance failed")
+        traceback.print_exc()
+        err.print(
+            f"internal error (exit {int(ExitCode.INTERNAL)}): this is a harness bug; please report the "
+            "traceback above with the run directory's run.log"
+        )
+        sys.exit(int(ExitCode.INTERNAL))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ class ExitCode(IntEnum):
     """The embedded fleet, a worker or the results directory could not be set up."""
     THRESHOLDS_FAILED = 5
     """An SLO threshold failed (including the built-in ones: dropped load, no success)."""
+    INTERNAL = 70
+    """A bug in the harness (an unexpected exception; the traceback is printed). Never 1, so a
+    crash can never read as a compliance verdict (EX_SOFTWARE from sysexits.h)."""
     INTERRUPTED = 130
     """The run was interrupted (SIGINT/SIGTERM); partial results were written."""
 

@@ -89,11 +89,12 @@ def test_judge_clean_run_passes_and_reconciles() -> None:
 
 
 def test_judge_flags_double_serving_and_unknown_requests() -> None:
-    """A request served twice is a violation; a ledger row the harness never sent is reported."""
+    """A request served twice is a violation; a ledger row the harness never sent is one too."""
     records = _records([{"request_id": "a"}])
     ledger = _ledger([{"request_id": "a"}, {"request_id": "a"}, {"request_id": "zzz"}])
     result = judge(records, ledger, POLICY)
-    assert result["by_kind"] == {"served_twice": 1}
+    assert result["by_kind"] == {"served_twice": 1, "not_sent_by_harness": 1}
+    assert result["violations_total"] == 2
     assert result["reconciliation"]["in_ledger_not_sent"] == 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import signal
@@ -52,8 +53,14 @@ async def serve(handler) -> tuple[web.AppRunner, str]:  # type: ignore[no-untype
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
-async def run_cli_async(*args: str, signal_after_s: float | None = None) -> tuple[int, str]:
-    """Run the CLI as a subprocess without blocking this test's event loop (which serves the target)."""
+async def run_cli_async(
+    *args: str, signal_after_s: float | None = None, started: Path | None = None
+) -> tuple[int, str]:
+    """Run the CLI as a subprocess without blocking this test's event loop (which serves the target).
+
+    With ``started`` (a results directory), ``signal_after_s`` counts from the moment the run has
+    begun writing records there, so a slow interpreter start on a loaded machine cannot make the
+    signal arrive before the run exists."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -65,6 +72,11 @@ async def run_cli_async(*args: str, signal_after_s: float | None = None) -> tupl
         env={**os.environ, "COLUMNS": "200"},
     )
     if signal_after_s is not None:
+        if started is not None:
+            for _ in range(600):  # at most 60 s
+                if glob.glob(f"{started}/*/requests.parquet.partial") or proc.returncode is not None:
+                    break
+                await asyncio.sleep(0.1)
         await asyncio.sleep(signal_after_s)
         proc.send_signal(signal.SIGINT)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=90)
@@ -156,7 +168,13 @@ async def test_sigint_leaves_valid_partial_results(tmp_path: Path) -> None:
     try:
         profile = external_profile(tmp_path, url, rate=50, duration=30)
         code, out = await run_cli_async(
-            "run", str(profile), "--results", str(tmp_path / "r"), "--no-progress", signal_after_s=4.0
+            "run",
+            str(profile),
+            "--results",
+            str(tmp_path / "r"),
+            "--no-progress",
+            signal_after_s=2.0,
+            started=tmp_path / "r",
         )
     finally:
         await runner.cleanup()

@@ -14,12 +14,21 @@ Violation kinds:
                         gateway copying Azure headers onto another cloud's response)
   unattributed          served, but no source says where, under a restricting rule
   served_twice          the ledgers hold more than one serving of one request id
+  affinity              a session turn under an affinity rule (``state-holder``) served by another
+                        backend than the session's earlier turns, or answered "state not found"
+                        (``previous_response_not_found`` and friends): its state was elsewhere
+  not_sent_by_harness   a ledger row whose request id the harness never sent (a gateway
+                        inventing or re-issuing calls); counted, not listed per record
 Reconciliation compares client records with the ledgers: every request sent appears once,
-none appears that the harness did not send.
+none appears that the harness did not send. A session's set-up calls (``<turn-0 id>/conversation``)
+are the harness's own and are counted apart.
+
+A backend is the ledger's endpoint when the mocks ran, else the attributed cloud and region.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import pandas as pd
@@ -27,11 +36,18 @@ import pandas as pd
 from harness.compliance.classify import model_family, request_class
 from harness.compliance.policy import CompiledPolicy
 
-COMPLIANCE_SCHEMA_VERSION: Final = 1
+COMPLIANCE_SCHEMA_VERSION: Final = 2
 MAX_LISTED: Final = 1000
+SETUP_SUFFIX: Final = "/conversation"  # a session's set-up call: <turn-0 request id>/conversation
+
+
+OPTIONAL_COLUMNS: Final = ("session_id", "turn", "error_detail")  # absent from hand-made frames
 
 
 def _attribute(records: pd.DataFrame, ledger: pd.DataFrame | None, declared: dict[str, str]) -> pd.DataFrame:
+    missing = {c: None for c in OPTIONAL_COLUMNS if c not in records.columns}
+    if missing:
+        records = records.assign(**missing)
     df = records[
         [
             "request_id",
@@ -44,6 +60,9 @@ def _attribute(records: pd.DataFrame, ledger: pd.DataFrame | None, declared: dic
             "sold_through",
             "store",
             "previous_response_id",
+            "session_id",
+            "turn",
+            "error_detail",
             "status",
             "outcome",
             "fp_cloud",
@@ -54,13 +73,19 @@ def _attribute(records: pd.DataFrame, ledger: pd.DataFrame | None, declared: dic
     ].copy()
     df["ledger_cloud"] = None
     df["ledger_region"] = None
+    df["ledger_endpoint"] = None
     df["ledger_rows"] = 0
     if ledger is not None and len(ledger):
         served = ledger.dropna(subset=["request_id"])
+        if "endpoint" not in served.columns:  # a hand-made ledger: the backend is cloud/region then
+            served = served.assign(endpoint=None)
         first = served.groupby("request_id", sort=False).agg(
-            ledger_cloud=("cloud", "first"), ledger_region=("region", "first"), ledger_rows=("cloud", "size")
+            ledger_cloud=("cloud", "first"),
+            ledger_region=("region", "first"),
+            ledger_endpoint=("endpoint", "first"),
+            ledger_rows=("cloud", "size"),
         )
-        df = df.drop(columns=["ledger_cloud", "ledger_region", "ledger_rows"]).merge(
+        df = df.drop(columns=["ledger_cloud", "ledger_region", "ledger_endpoint", "ledger_rows"]).merge(
             first, how="left", left_on="request_id", right_index=True
         )
         df["ledger_rows"] = df["ledger_rows"].fillna(0).astype("int64")
@@ -114,12 +139,43 @@ def _decide(df: pd.DataFrame, policy: CompiledPolicy) -> pd.DataFrame:
     return df
 
 
-def _violation_kind(frame: pd.DataFrame) -> pd.Series:
+# What a backend answers when a chained call reaches it without the state (OpenAI/Azure codes)
+STATE_NOT_FOUND: Final = re.compile(
+    r"previous_response_not_found|conversation_not_found|response_not_found|No response found|"
+    r"Conversation with id .* not found",
+    re.IGNORECASE,
+)
+
+
+def _affinity(frame: pd.DataFrame, policy: CompiledPolicy) -> pd.Series:
+    """True for session turns under a ``state-holder`` rule served away from their state."""
+    holder_rules = {r.id for r in policy.policy.rules if r.affinity == "state-holder"}
+    out = pd.Series(False, index=frame.index)
+    scoped = frame["session_id"].notna() & frame["rule"].isin(holder_rules) & frame["served"]
+    if not scoped.any():
+        return out
+    sub = frame.loc[scoped]
+    backend = sub["ledger_endpoint"].where(
+        sub["ledger_endpoint"].notna(),
+        sub["served_cloud"].fillna("?").astype(str) + "/" + sub["served_region"].fillna("?").astype(str),
+    )
+    order = sub.assign(_backend=backend).sort_values(["session_id", "turn"], kind="stable")
+    first = order.groupby("session_id", sort=False)["_backend"].transform("first")
+    moved = order["_backend"] != first
+    state_gone = order["error_detail"].fillna("").str.contains(STATE_NOT_FOUND)
+    lost = order["previous_response_id"].notna() & state_gone
+    out.loc[order.index] = (moved | lost).to_numpy()
+    return out
+
+
+def _violation_kind(frame: pd.DataFrame, policy: CompiledPolicy | None = None) -> pd.Series:
     """The violation kind of each row of an attributed, decided frame (None: no violation)."""
     kind = pd.Series(None, index=frame.index, dtype="object")
     unattributed = (frame["attribution"] == "unattributed") & frame["restricting"]
     kind = kind.where(~(~frame["allowed"] & ~unattributed), "cloud")
     kind = kind.where(~unattributed, "unattributed")
+    if policy is not None:
+        kind = kind.where(~_affinity(frame, policy), "affinity")
     kind = kind.where(~frame["attestation_mismatch"], "attestation_mismatch")
     return kind.where(~(frame["ledger_rows"] > 1), "served_twice")
 
@@ -152,7 +208,7 @@ def attribute_records(
     Counting ``kind`` over this frame gives ``judge``'s ``violations_total`` and ``by_kind``.
     """
     df = _decide(_attribute(records, ledger, declared_clouds or {}), policy)
-    kind = _violation_kind(df).where(df["served"].to_numpy(dtype=bool), None)
+    kind = _violation_kind(df, policy).where(df["served"].to_numpy(dtype=bool), None)
     out = df.assign(kind=kind)[list(ATTRIBUTION_COLUMNS)]
     out.index = records.index
     return out
@@ -171,22 +227,27 @@ def judge(
     """
     df = _attribute(records, ledger, declared_clouds or {})
     df = _decide(df, policy)
+    kind = _violation_kind(df, policy).where(df["served"].to_numpy(dtype=bool), None)
     served = df[df["served"]]
-    kind = _violation_kind(served)
-    violations = served.assign(kind=kind)[kind.notna()]
+    violations = served.assign(kind=kind[df["served"]])[kind[df["served"]].notna()]
 
     recon: dict[str, Any] = {"ledger_available": ledger is not None}
+    not_sent = 0
     if ledger is not None:
         sent_ids = set(records.loc[records["sent_ns"].notna(), "request_id"])
         ledger_ids = ledger["request_id"].dropna()
+        base = ledger_ids.str.removesuffix(SETUP_SUFFIX)
+        setup = ledger_ids.str.endswith(SETUP_SUFFIX) & base.isin(sent_ids)
+        not_sent = int((~ledger_ids.isin(sent_ids) & ~setup).sum())
         recon.update(
             {
                 "sent": len(sent_ids),
                 "ledger_rows": len(ledger),
                 "ledger_rows_without_request_id": int(ledger["request_id"].isna().sum()),
+                "session_setup_calls": int(setup.sum()),
                 "sent_not_in_ledger": len(sent_ids - set(ledger_ids)),
-                "in_ledger_not_sent": int((~ledger_ids.isin(sent_ids)).sum()),
-                "served_more_than_once": int(ledger_ids.duplicated().sum()),
+                "in_ledger_not_sent": not_sent,
+                "served_more_than_once": int(ledger_ids[~setup].duplicated().sum()),
             }
         )
         recon["consistent"] = recon["in_ledger_not_sent"] == 0 and recon["served_more_than_once"] == 0
@@ -195,21 +256,33 @@ def judge(
         return {str(k): int(v) for k, v in frame[col].fillna("unknown").value_counts().sort_index().items()}
 
     listed = violations.head(MAX_LISTED)
+    by_kind = counts(violations, "kind")
+    if not_sent:
+        by_kind["not_sent_by_harness"] = not_sent
+    total = len(violations) + not_sent
     return {
         "schema_version": COMPLIANCE_SCHEMA_VERSION,
         "policy": policy.policy.name,
         "rules": [rule.id for rule in policy.policy.rules],  # policy order; reports list every rule
-        "verdict": "pass" if violations.empty else "fail",
+        "verdict": "pass" if total == 0 else "fail",
         "requests": len(df),
         "judged": len(served),
         "unserved": len(df) - len(served),
-        "violations_total": len(violations),
-        "violation_rate": (len(violations) / len(served)) if len(served) else 0.0,
-        "by_kind": counts(violations, "kind"),
+        "violations_total": total,
+        "violation_rate": (total / len(served)) if len(served) else 0.0,
+        "by_kind": by_kind,
         "by_rule": counts(violations, "rule"),
         "violations_by_cloud": counts(violations, "served_cloud"),
         "served_by_cloud": counts(served, "served_cloud"),
         "served_by_class": counts(served, "request_class"),
+        "by_class": {
+            str(cls): {
+                "served": int(n),
+                "violations": int((violations["request_class"] == cls).sum()),
+                "rate": float((violations["request_class"] == cls).sum() / n) if n else 0.0,
+            }
+            for cls, n in served["request_class"].fillna("unknown").value_counts().sort_index().items()
+        },
         "attribution_sources": counts(served, "attribution"),
         "reconciliation": recon,
         "violations": [
@@ -220,6 +293,8 @@ def judge(
                 "class": r.request_class,
                 "model_family": r.model_family,
                 "scenario": r.scenario,
+                "session_id": None if pd.isna(r.session_id) else str(r.session_id),
+                "turn": None if pd.isna(r.turn) else int(r.turn),
                 "endpoint": r.endpoint,
                 "served_cloud": r.served_cloud,
                 "served_region": r.served_region,

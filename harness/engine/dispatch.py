@@ -23,16 +23,12 @@ from typing import Any
 import aiohttp
 
 from harness.clock import RunEpoch
+from harness.engine.sessions import SessionRunner
 from harness.engine.targets import PreparedRoute
 from harness.engine.transport import LeanPool, RequestHead, TransportError, host_header, split_url
 from harness.metrics.histogram import LatencyHistogram
 from harness.profile.models import Client
-from harness.protocols.azure_openai import (
-    ChatStreamParser,
-    error_kind,
-    parse_chat_response,
-    parse_error_body,
-)
+from harness.protocols.events import StreamState, error_kind
 from harness.protocols.fingerprint import attribute
 from harness.protocols.retry import retry_after_s
 from harness.results.record import Record
@@ -62,9 +58,9 @@ class _StreamSink:
 
     __slots__ = ("_error_body", "epoch_ns", "feed", "nbytes", "parser", "status", "token_ns")
 
-    def __init__(self, epoch_ns: int) -> None:
+    def __init__(self, epoch_ns: int, parser: StreamState) -> None:
         self.epoch_ns = epoch_ns
-        self.parser = ChatStreamParser()
+        self.parser = parser
         self.feed = self.parser.feed
         self.token_ns: list[int] = []
         self.nbytes = 0
@@ -168,7 +164,13 @@ class Dispatcher:
         self._lean = client.transport == "lean"
         self._pools: dict[str, LeanPool] = {}  # by endpoint name (lean transport)
         self._heads: dict[int, RequestHead] = {}  # by id(route) (lean transport)
+        self._var_heads: dict[int, RequestHead] = {}  # the same without Content-Length
+        self.sessions = SessionRunner(self)
         self.stopped_early = False
+        # after the plan, sessions still running get their scenario's graceful stop to finish
+        self.graceful_stop_s = max(
+            (r[0].session.graceful_stop_s for r in routes if r and r[0].session is not None), default=0.0
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -187,7 +189,9 @@ class Dispatcher:
             await self._schedule(plan)
             if self._tasks:
                 timeout = (
-                    drain_timeout_s if drain_timeout_s is not None else self.client.request_timeout_s + 5
+                    drain_timeout_s
+                    if drain_timeout_s is not None
+                    else max(self.client.request_timeout_s + 5, self.graceful_stop_s)
                 )
                 await asyncio.wait(set(self._tasks), timeout=timeout)
         except asyncio.CancelledError:
@@ -198,6 +202,7 @@ class Dispatcher:
             await self._cancel_in_flight()
             if self._session is not None:
                 await self._session.close()
+            await self.sessions.close()
             for pool in self._pools.values():
                 pool.close()
 
@@ -232,6 +237,7 @@ class Dispatcher:
         tasks = self._tasks
         discard = tasks.discard
         create_task = asyncio.get_running_loop().create_task
+        sessions = self.sessions
         sleep = asyncio.sleep
         for p in plan:
             due = epoch_ns + p.offset_ns
@@ -242,30 +248,42 @@ class Dispatcher:
                 if delay <= 0:
                     break
                 await sleep(delay / 1e9 if delay > 1_000_000 else 0)
-            counters.planned += 1
+            counters.planned += p.turns
             route = routes[p.scenario][p.route]
             rec = self._new_record(p, route)
             now = mono()
             lag = now - due
             s_idx = p.scenario
             if counters.in_flight >= cap or scenario_in_flight[s_idx] >= scenario_caps[s_idx]:
-                self._drop(rec, "in_flight_cap")
+                self._drop_planned(p, route, rec, "in_flight_cap")
                 continue
             if lag > scenario_budgets[s_idx]:
-                self._drop(rec, "lag_budget")
+                self._drop_planned(p, route, rec, "lag_budget")
                 continue
             record_lag(lag)
             rec.sent_ns = now - epoch_ns
             counters.sent += 1
             counters.in_flight += 1
             scenario_in_flight[s_idx] += 1
-            task = create_task(self._send(route, rec))
+            if route.session is not None:
+                coro = sessions.run(route, p, rec)
+            elif p.session is not None and route.store:
+                coro = sessions.chained_turn(route, p, rec)
+            elif p.prompt_tokens:
+                template, tokens_in = route.variant(p.prompt_tokens, p.max_tokens or route.max_tokens)
+                rec.tokens_in = tokens_in
+                rec.bytes_out = len(template.body)
+                coro = self._send(route, rec, template.body)
+            else:
+                coro = self._send(route, rec)
+            task = create_task(coro)
             tasks.add(task)
             task.add_done_callback(discard)
 
-    def _new_record(self, p, route: PreparedRoute) -> Record:
-        index = p.index
-        return Record(
+    def _new_record(self, p, route: PreparedRoute, index: int | None = None) -> Record:
+        if index is None:
+            index = p.index
+        rec = Record(
             request_id=f"{self.id_prefix}{index:012x}",
             index=index,
             scenario=route.scenario,
@@ -280,6 +298,8 @@ class Dispatcher:
             intended_ns=p.offset_ns,
             bytes_out=route.bytes_out,
         )
+        rec.store = route.store
+        return rec
 
     def _drop(self, rec: Record, kind: str) -> None:
         rec.outcome = "dropped"
@@ -288,18 +308,29 @@ class Dispatcher:
         self.counters.dropped += 1
         self.sink(rec)
 
+    def _drop_planned(self, p, route: PreparedRoute, rec: Record, kind: str) -> None:
+        """Drop an arrival: a session start drops every turn it planned."""
+        if route.session is not None:
+            self.sessions.drop_session(p, route, rec, 0, kind)
+        else:
+            self._drop(rec, kind)
+
     # ------------------------------------------------------------------ one request
 
-    async def _send(self, route: PreparedRoute, rec: Record) -> None:
-        """Send one planned request (with retries by policy) and hand its record to the sink once."""
+    async def _send(self, route: PreparedRoute, rec: Record, body: bytes | None = None) -> None:
+        """Send one planned request (with retries by policy) and hand its record to the sink once.
+
+        ``body`` replaces the route's body (a trace row's sizes, a session turn's chaining)."""
         mono = time.monotonic_ns
         epoch_ns = self.epoch_ns
         counters = self.counters
+        if rec.tokens_in is None:
+            rec.tokens_in = route.tokens_in  # what was sent; the server's usage replaces it
         try:
             rec.attempts = 1
             rec.attempt_sent_ns = rec.sent_ns
             while True:
-                wait_s = await self._attempt(route, rec)
+                wait_s = await self._attempt(route, rec, body)
                 if wait_s is None:
                     break
                 t0 = mono()
@@ -352,6 +383,8 @@ class Dispatcher:
         tls_context: ssl.SSLContext | None = None
         for routes in self.routes:
             for route in routes:
+                if route.headers_for is None:  # a WebSocket (realtime) route: aiohttp carries it
+                    continue
                 host, port, target, tls = split_url(route.url)
                 if route.endpoint not in self._pools:
                     if tls and tls_context is None:
@@ -370,35 +403,40 @@ class Dispatcher:
                 id_header = next(k for k, v in headers.items() if v == "-")
                 del headers[id_header]
                 headers.setdefault("User-Agent", "llm-loadharness/0.1")
+                host_value = host_header(host, port, tls)
                 self._heads[id(route)] = RequestHead(
-                    "POST",
-                    target,
-                    host_header(host, port, tls),
-                    headers,
-                    body_len=route.bytes_out,
-                    id_header=id_header,
+                    "POST", target, host_value, headers, body_len=route.bytes_out, id_header=id_header
+                )
+                # for bodies of other sizes (trace rows, session turns): Content-Length per request
+                self._var_heads[id(route)] = RequestHead(
+                    "POST", target, host_value, headers, id_header=id_header
                 )
 
-    async def _attempt(self, route: PreparedRoute, rec: Record) -> float | None:
+    async def _attempt(self, route: PreparedRoute, rec: Record, body: bytes | None) -> float | None:
         if self._lean:
             try:
-                return await self._attempt_lean(route, rec)
+                return await self._attempt_lean(route, rec, body)
             except TransportError as exc:
                 kind = exc.kind
                 outcome = "timeout" if kind.startswith("timeout") else "error"
                 raise _Failed(outcome, kind, str(exc) or type(exc).__name__) from None
-        return await self._attempt_aiohttp(route, rec)
+        return await self._attempt_aiohttp(route, rec, body)
 
-    async def _attempt_lean(self, route: PreparedRoute, rec: Record) -> float | None:
+    async def _attempt_lean(self, route: PreparedRoute, rec: Record, body: bytes | None) -> float | None:
         """One attempt through the lean transport: chunks are timestamped per socket read in
         ``data_received`` and parsed in place, with no coroutine wake-up per chunk."""
         epoch_ns = self.epoch_ns
-        head = self._heads[id(route)].with_id(rec.request_id)
+        if body is None:
+            body = route.body
+            head = self._heads[id(route)].with_id(rec.request_id)
+        else:
+            head = self._var_heads[id(route)].with_id_len(rec.request_id, len(body))
         pool = self._pools[route.endpoint]
+        assert route.spec is not None
         if route.stream:
-            sink = _StreamSink(epoch_ns)
+            sink = _StreamSink(epoch_ns, route.spec.stream_parser())
             try:
-                resp = await pool.request(head, route.body, sink)
+                resp = await pool.request(head, body, sink)
             finally:
                 # also on a reset or timeout mid-stream: keep what arrived (a failure is data)
                 rec.done_ns = time.monotonic_ns() - epoch_ns
@@ -408,7 +446,7 @@ class Dispatcher:
                     rec.first_token_ns = sink.token_ns[0]
                     rec.token_ns = sink.token_ns
         else:
-            resp = await pool.request(head, route.body)
+            resp = await pool.request(head, body)
         rec.first_byte_ns = resp.first_byte_ns - epoch_ns
         status = resp.status
         rec.status = status
@@ -420,26 +458,26 @@ class Dispatcher:
         rec.mock_region = fp.mock_region
         if route.stream:
             if status >= 400:
-                return self._error_answer(rec, status, sink.body(), resp.headers)
+                return self._error_answer(rec, route, status, sink.body(), resp.headers)
             parser = sink.parser
             parser.close()
-            self._finish_stream(rec, route, parser)
+            self._finish_stream(rec, parser)
             return None
-        body = resp.body or b""
+        answer = resp.body or b""
         rec.done_ns = time.monotonic_ns() - epoch_ns
-        rec.bytes_in += len(body)
+        rec.bytes_in += len(answer)
         if status >= 400:
-            return self._error_answer(rec, status, body, resp.headers)
-        self._finish_body(rec, route, body)
+            return self._error_answer(rec, route, status, answer, resp.headers)
+        self._finish_body(rec, route, answer)
         return None
 
-    async def _attempt_aiohttp(self, route: PreparedRoute, rec: Record) -> float | None:
+    async def _attempt_aiohttp(self, route: PreparedRoute, rec: Record, body: bytes | None) -> float | None:
         """One attempt; returns the seconds to wait before the next one, or None when done."""
         mono = time.monotonic_ns
         epoch_ns = self.epoch_ns
-        assert self._session is not None
+        assert self._session is not None and route.headers_for is not None
         async with self._session.post(
-            route.url, data=route.body, headers=route.headers_for(rec.request_id)
+            route.url, data=route.body if body is None else body, headers=route.headers_for(rec.request_id)
         ) as resp:
             rec.first_byte_ns = mono() - epoch_ns
             status = resp.status
@@ -451,22 +489,25 @@ class Dispatcher:
             rec.mock_cloud = fp.mock_cloud
             rec.mock_region = fp.mock_region
             if status >= 400:
-                body = await resp.read()
+                answer = await resp.read()
                 rec.done_ns = mono() - epoch_ns
-                rec.bytes_in += len(body)
-                return self._error_answer(rec, status, body, resp.headers)
+                rec.bytes_in += len(answer)
+                return self._error_answer(rec, route, status, answer, resp.headers)
             if route.stream:
                 await self._read_stream(resp, rec, route)
                 return None
-            body = await resp.read()
+            answer = await resp.read()
             rec.done_ns = mono() - epoch_ns
-            rec.bytes_in += len(body)
-            self._finish_body(rec, route, body)
+            rec.bytes_in += len(answer)
+            self._finish_body(rec, route, answer)
             return None
 
-    def _error_answer(self, rec: Record, status: int, body: bytes, headers: Any) -> float | None:
+    def _error_answer(
+        self, rec: Record, route: PreparedRoute, status: int, body: bytes, headers: Any
+    ) -> float | None:
         """Record an HTTP error answer; the retry policy's delay, or None when it is final."""
-        code, message = parse_error_body(body)
+        assert route.spec is not None
+        code, message = route.spec.read_error(body, headers)
         rec.outcome = "error"
         rec.error_kind = status_error_kind(status)
         rec.error_detail = f"{code}: {message}"[:300] if code else (message or "")[:300]
@@ -474,9 +515,10 @@ class Dispatcher:
 
     def _finish_body(self, rec: Record, route: PreparedRoute, body: bytes) -> None:
         """A complete non-stream answer: its id, tokens, and an error it may carry."""
-        result = parse_chat_response(body)
+        assert route.spec is not None
+        result = route.spec.read_body(body)
         rec.response_id = result.response_id
-        self._set_tokens(rec, route, result.usage_in, result.usage_out, result.tokens_out_approx)
+        self._set_tokens(rec, result.usage_in, result.usage_out, result.tokens_out_approx)
         if result.error:
             rec.outcome = "error"
             rec.error_kind = error_kind(result.error)
@@ -484,10 +526,10 @@ class Dispatcher:
         else:
             rec.first_token_ns = rec.done_ns
 
-    def _finish_stream(self, rec: Record, route: PreparedRoute, parser: ChatStreamParser) -> None:
+    def _finish_stream(self, rec: Record, parser: StreamState) -> None:
         """A stream that ended (parser closed): its id, tokens, and an error it may carry."""
         rec.response_id = parser.response_id
-        self._set_tokens(rec, route, parser.usage_in, parser.usage_out, parser.tokens_out_approx)
+        self._set_tokens(rec, parser.usage_in, parser.usage_out, parser.tokens_out_approx)
         if parser.error:
             rec.outcome = "error"
             rec.error_kind = error_kind(parser.error)
@@ -506,7 +548,8 @@ class Dispatcher:
     async def _read_stream(self, resp: aiohttp.ClientResponse, rec: Record, route: PreparedRoute) -> None:
         mono = time.monotonic_ns
         epoch_ns = self.epoch_ns
-        parser = ChatStreamParser()
+        assert route.spec is not None
+        parser = route.spec.stream_parser()
         feed = parser.feed
         token_ns: list[int] = []
         nbytes = 0
@@ -526,20 +569,19 @@ class Dispatcher:
             if token_ns:
                 rec.first_token_ns = token_ns[0]
                 rec.token_ns = token_ns
-        self._finish_stream(rec, route, parser)
+        self._finish_stream(rec, parser)
 
     @staticmethod
-    def _set_tokens(
-        rec: Record, route: PreparedRoute, usage_in: int | None, usage_out: int | None, approx_out: int
-    ) -> None:
-        """Tokens from the server's usage when reported, else the shared approximation."""
+    def _set_tokens(rec: Record, usage_in: int | None, usage_out: int | None, approx_out: int) -> None:
+        """Tokens from the server's usage when reported, else the shared approximation (the
+        record's ``tokens_in`` already holds what was sent)."""
         if usage_out is not None:
             rec.usage_from_server = True
             rec.tokens_out = usage_out
-            rec.tokens_in = usage_in if usage_in is not None else route.tokens_in
+            if usage_in is not None:
+                rec.tokens_in = usage_in
         else:
             rec.tokens_out = approx_out
-            rec.tokens_in = route.tokens_in
 
     def _fail(self, rec: Record, outcome: str, kind: str, detail: str) -> None:
         rec.outcome = outcome

@@ -166,6 +166,15 @@ class RequestHead:
             raise ValueError(f"request id {request_id!r} is not printable")
         return self.prefix + request_id.encode("ascii") + self.suffix
 
+    def with_id_len(self, request_id: str, body_len: int) -> bytes:
+        """The whole head for one request whose body size varies (a head built without
+        ``body_len``): the id header, then ``Content-Length``."""
+        if not request_id.isprintable():
+            raise ValueError(f"request id {request_id!r} is not printable")
+        if not self.suffix:
+            raise ValueError("this head has no id header")
+        return b"%s%s\r\nContent-Length: %d\r\n\r\n" % (self.prefix, request_id.encode("ascii"), body_len)
+
     def without_id(self) -> bytes:
         """The head with no id header (only for ``id_header=None``)."""
         if self.suffix:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from harness.errors import Problem, ProfileError, RemoteTargetError, SecretMissingError
-from harness.profile.models import Fleet, Policy, Profile
+from harness.profile.models import API_DIALECTS, Fleet, Policy, Profile
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -102,8 +102,10 @@ def _route_problems(data: dict[str, Any], fleet: Fleet | None) -> list[Problem]:
     """Check route references on the raw data, so they are reported even when other keys are invalid."""
     problems: list[Problem] = []
     known: dict[str, list[str] | None] = {}
+    dialects: dict[str, str] = {}
     if fleet is not None:
         known.update({e.name: list(e.deployments) for e in fleet.endpoints})
+        dialects.update({e.name: e.dialect for e in fleet.endpoints})
     target = data.get("target")
     external = target.get("endpoints") if isinstance(target, dict) else None
     for name in external if isinstance(external, dict) else {}:
@@ -112,9 +114,14 @@ def _route_problems(data: dict[str, Any], fleet: Fleet | None) -> list[Problem]:
                 Problem(f"target.endpoints.{name}", "also defined in the fleet file; rename one of them")
             )
         known[name] = None  # external endpoints accept any deployment name
+        spec = external[name]
+        dialect = spec.get("dialect", "azure_openai") if isinstance(spec, dict) else None
+        if isinstance(dialect, str):
+            dialects[name] = dialect
     scenarios = data.get("scenarios")
     for i, scenario in enumerate(scenarios if isinstance(scenarios, list) else []):
         routes = scenario.get("routes") if isinstance(scenario, dict) else None
+        api = scenario.get("api", "chat.completions") if isinstance(scenario, dict) else None
         for j, route in enumerate(routes if isinstance(routes, list) else []):
             if not isinstance(route, dict) or not isinstance(route.get("endpoint"), str):
                 continue
@@ -125,6 +132,16 @@ def _route_problems(data: dict[str, Any], fleet: Fleet | None) -> list[Problem]:
                     Problem(f"{key}.endpoint", f"unknown endpoint {endpoint!r} (known: {choices})")
                 )
                 continue
+            allowed = API_DIALECTS.get(api) if isinstance(api, str) else None
+            dialect = dialects.get(endpoint)
+            if allowed is not None and dialect is not None and dialect not in allowed:
+                problems.append(
+                    Problem(
+                        f"{key}.endpoint",
+                        f"endpoint {endpoint!r} speaks {dialect}, which cannot serve api {api!r} "
+                        f"(route it to a {' or '.join(allowed)} endpoint)",
+                    )
+                )
             deployments, deployment = known[endpoint], route.get("deployment")
             if deployments is not None and isinstance(deployment, str) and deployment not in deployments:
                 problems.append(

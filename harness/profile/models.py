@@ -15,8 +15,26 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 # The APIs the harness can drive. The request class (stateless/stateful) is derived from the
 # API and its flags by harness.compliance, never taken from a label in the profile.
-Api = Literal["chat.completions"]
+Api = Literal[
+    "chat.completions",
+    "completions",
+    "embeddings",
+    "responses",
+    "realtime",
+    "bedrock.converse",
+    "vertex.generate_content",
+]
 Dialect = Literal["azure_openai", "openai", "bedrock", "vertex"]
+# The endpoint dialects each API can be sent to.
+API_DIALECTS: dict[str, tuple[str, ...]] = {
+    "chat.completions": ("azure_openai", "openai"),
+    "completions": ("azure_openai", "openai"),
+    "embeddings": ("azure_openai", "openai"),
+    "responses": ("azure_openai", "openai"),
+    "realtime": ("azure_openai", "openai"),
+    "bedrock.converse": ("bedrock",),
+    "vertex.generate_content": ("vertex",),
+}
 # Hosting clouds: who actually runs the hardware. "other" covers non-hyperscaler capacity.
 Cloud = Literal["azure", "openai", "aws", "gcp", "oracle", "other"]
 
@@ -106,6 +124,50 @@ class Route(Strict):
     weight: float = Field(default=1.0, gt=0)
 
 
+class ThinkTime(Strict):
+    """The pause between one turn's answer and the next turn's request (a user reading and
+    typing), drawn per turn from the scenario's seeded stream: ``constant`` waits ``mean_ms``,
+    ``exponential`` has mean ``mean_ms``, ``uniform`` lies in [``min_ms``, ``max_ms``]."""
+
+    distribution: Literal["constant", "exponential", "uniform"] = "exponential"
+    mean_ms: float = Field(default=1000.0, ge=0, le=3_600_000)
+    min_ms: float = Field(default=0.0, ge=0)
+    max_ms: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _uniform_bounds(self) -> ThinkTime:
+        if self.distribution == "uniform":
+            if self.max_ms is None:
+                raise ValueError("a uniform think time needs max_ms")
+            if self.max_ms < self.min_ms:
+                raise ValueError(f"max_ms ({self.max_ms:g}) is below min_ms ({self.min_ms:g})")
+        return self
+
+
+class Session(Strict):
+    """Multi-turn sessions: each arrival starts a session of ``turns`` turns (uniform between
+    ``turns`` and ``turns_max`` when given), sent one after another on the route chosen for the
+    session, ``think_time`` apart; each turn is its own record with the session id and turn index.
+
+    ``chain`` says how a Responses turn carries the state: ``previous_response_id`` (the previous
+    turn's response id) or ``conversation`` (a conversation created for the session). Realtime
+    sessions keep one WebSocket open for all turns. When the plan ends, sessions still running
+    get ``graceful_stop_s`` to finish; turns not sent by then are recorded as dropped (run_ended).
+    """
+
+    turns: int = Field(default=3, ge=1, le=10_000)
+    turns_max: int | None = Field(default=None, ge=1, le=10_000)
+    think_time: ThinkTime = Field(default_factory=ThinkTime)
+    chain: Literal["previous_response_id", "conversation"] = "previous_response_id"
+    graceful_stop_s: float = Field(default=30.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _turn_range(self) -> Session:
+        if self.turns_max is not None and self.turns_max < self.turns:
+            raise ValueError(f"turns_max ({self.turns_max}) is below turns ({self.turns})")
+        return self
+
+
 class Scenario(Strict):
     """A stream of requests of one shape with its own arrival process."""
 
@@ -116,6 +178,11 @@ class Scenario(Strict):
     model: str = Field(default="gpt-4o", description="model name; decides the model family")
     prompt_tokens: int = Field(default=64, ge=1, le=1_000_000)
     max_tokens: int = Field(default=32, ge=1, le=1_000_000)
+    store: bool | None = Field(
+        default=None,
+        description="Responses: store the response server-side (default: true with a session, else false)",
+    )
+    session: Session | None = Field(default=None, description="multi-turn sessions (responses, realtime)")
     tenant: str = "default"
     sold_through: str = Field(default="direct", description="partner the call was sold through")
     arrival: Arrival
@@ -128,6 +195,28 @@ class Scenario(Strict):
     )
 
     _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _api_options(self) -> Scenario:
+        if self.api == "realtime" and self.session is None:
+            raise ValueError("realtime runs as sessions: add a [scenarios.session] table (turns, think_time)")
+        if self.session is not None and self.api not in ("responses", "realtime"):
+            raise ValueError(
+                f"sessions chain server-side state, which {self.api} has none of; "
+                "use api = \"responses\" or \"realtime\", or remove the session table"
+            )
+        if self.session is not None and self.api == "responses" and self.store is False:
+            raise ValueError("a Responses session chains stored responses: set store = true or remove it")
+        if self.store is not None and self.api != "responses":
+            raise ValueError(f"store applies to api = \"responses\" only, not {self.api}")
+        return self
+
+    @property
+    def stores(self) -> bool:
+        """Whether requests store state server-side (Responses ``store``)."""
+        if self.api != "responses":
+            return False
+        return self.store if self.store is not None else self.session is not None
 
 
 class Endpoint(Strict):
