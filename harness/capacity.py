@@ -97,9 +97,10 @@ def scaled(loaded: LoadedProfile, rate_rps: float, duration_s: float) -> LoadedP
     """The profile with its total mean arrival rate set to ``rate_rps`` (mix kept) and a new duration."""
     profile = loaded.profile
     factor = rate_rps / planned_rate_rps(profile.model_copy(update={"duration_s": duration_s}))
-    scenarios = [
-        s.model_copy(update={"arrival": scaled_arrival(s.arrival, factor)}) for s in profile.scenarios
-    ]
+    scenarios = []
+    for s in profile.scenarios:
+        assert s.arrival is not None  # run_capacity refuses trace scenarios
+        scenarios.append(s.model_copy(update={"arrival": scaled_arrival(s.arrival, factor)}))
     new = profile.model_copy(update={"scenarios": scenarios, "duration_s": duration_s})
     return dataclasses.replace(loaded, profile=new)
 
@@ -239,6 +240,14 @@ def run_capacity(
 ) -> tuple[CapacityResult, Path]:
     """Run a capacity search and write its directory; returns the result and the directory."""
     console = console or Console(stderr=True)
+    traced = [s.name for s in loaded.profile.scenarios if s.trace is not None]
+    if traced:
+        raise InputError(
+            f"{loaded.path}: scenario(s) {', '.join(traced)} replay a trace, whose rate a capacity "
+            "search cannot scale",
+            "search with generated arrivals (arrival = {...}), or replay the trace at chosen speeds "
+            "with trace.rate_rps",
+        )
     out_dir = rundir.new_run_dir(results_root, f"{loaded.profile.name}-capacity")
     probes_dir = out_dir / "probes"
     probes_dir.mkdir()

@@ -244,7 +244,7 @@ async def _run(loaded: LoadedProfile, run_dir: Path, console: Console, progress:
         epoch = RunEpoch.now(lead_ns=START_LEAD_NS)
         dispatcher = Dispatcher(routes, profile.client, epoch, sink)
         counters = dispatcher.counters
-        target_rps = planned_rate_rps(profile)
+        target_rps = planned_rate_rps(profile, loaded.path.parent)
 
         def snapshot() -> Snapshot:
             elapsed = max(0.0, (time.monotonic_ns() - epoch.monotonic_ns) / 1e9)
@@ -263,7 +263,7 @@ async def _run(loaded: LoadedProfile, run_dir: Path, console: Console, progress:
 
         abort = _abort_check(live_gate, epoch, profile.gate.abort_grace_s) if live_gate else None
         interrupted, aborted = await _dispatch_with_signals(
-            dispatcher, build_plan(profile), snapshot, console, progress, abort
+            dispatcher, build_plan(profile, loaded.path.parent), snapshot, console, progress, abort
         )
         writer.close()
         finished_wall = datetime.now(UTC)
@@ -425,7 +425,8 @@ def _judge_and_summarize(
     if interrupted or aborted:
         duration_s = max(1e-3, (finished_wall - started_wall).total_seconds())
     meta["duration_s"] = duration_s  # what rates divide by; gates read it back
-    summary = summarize(records, duration_s=duration_s, planned_rate_rps=planned_rate_rps(profile), meta=meta)
+    planned_rps = planned_rate_rps(profile, loaded.path.parent)
+    summary = summarize(records, duration_s=duration_s, planned_rate_rps=planned_rps, meta=meta)
     summary["validity"] = {
         "schedule_lag_p99_ms": lag_p99_ms,
         "event_loop_lag_p99_ms": loop_lag_p99_ms,

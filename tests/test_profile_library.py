@@ -24,6 +24,10 @@ def test_the_library_has_every_documented_profile() -> None:
     for name in names:
         assert f"`{name}`" in readme, f"profiles/README.md does not explain {name}"
     for needed in (
+        "replay-azure-conv",
+        "replay-azure-code",
+        "replay-burstgpt-sessions",
+        "replay-mooncake",
         "smoke",
         "capacity-ramp",
         "release-gate",
@@ -41,6 +45,7 @@ async def test_profile_runs_to_a_verdict(path: Path, tmp_path: Path) -> None:
     fleet: every planned request has one record, and routing compliance is as the profile intends."""
     work = tmp_path / "profiles"
     shutil.copytree(ROOT / "profiles", work, ignore=shutil.ignore_patterns("README.md"))
+    (tmp_path / "data").symlink_to(ROOT / "data")  # trace profiles read ../data/traces
     copy = work / path.name
     text = copy.read_text()
     copy.write_text(

@@ -187,6 +187,15 @@ def load_profile(path: str | Path) -> LoadedProfile:
         except ProfileError as exc:
             problems.append(Problem("target.policy", exc.message))
     problems.extend(_route_problems(data, fleet))
+    if profile is not None:
+        for i, scenario in enumerate(profile.scenarios):
+            if scenario.trace is not None and not (base / scenario.trace.file).is_file():
+                problems.append(
+                    Problem(
+                        f"scenarios[{i}].trace.file",
+                        f"{base / scenario.trace.file} is not a file (relative to the profile file)",
+                    )
+                )
     if problems or profile is None or policy is None or policy_path is None:
         raise ProfileError(str(path), problems)
     return LoadedProfile(path, profile, fleet, fleet_path, policy, policy_path)

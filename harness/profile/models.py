@@ -43,6 +43,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+from harness.profile.trace import Trace  # noqa: E402  (trace.py subclasses Strict, defined just above)
+
+
 def _check_name(value: str) -> str:
     if not NAME_RE.match(value):
         raise ValueError("use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit")
@@ -185,7 +188,8 @@ class Scenario(Strict):
     session: Session | None = Field(default=None, description="multi-turn sessions (responses, realtime)")
     tenant: str = "default"
     sold_through: str = Field(default="direct", description="partner the call was sold through")
-    arrival: Arrival
+    arrival: Arrival | None = None
+    trace: Trace | None = Field(default=None, description="replay a recorded trace instead of `arrival`")
     routes: list[Route] = Field(min_length=1)
     max_in_flight: int | None = Field(
         default=None, ge=1, description="this scenario's own in-flight cap (within client.max_in_flight)"
@@ -217,6 +221,14 @@ class Scenario(Strict):
         if self.api != "responses":
             return False
         return self.store if self.store is not None else self.session is not None
+
+    @model_validator(mode="after")
+    def _arrival_or_trace(self) -> Scenario:
+        if (self.arrival is None) == (self.trace is None):
+            raise ValueError(
+                "a scenario needs exactly one of [arrival] (a generated process) or [trace] (a replay)"
+            )
+        return self
 
 
 class Endpoint(Strict):

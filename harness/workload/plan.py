@@ -13,9 +13,12 @@ import random
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import accumulate
+from pathlib import Path
 
 from harness.profile.models import Profile, Scenario
 from harness.workload.arrivals import mean_rate_rps, offsets_ns
+from harness.workload.traces import read_trace
+from harness.workload.traces.rows import TraceRequest
 
 
 class Planned:
@@ -73,46 +76,110 @@ def _rng(seed: int, scenario: Scenario, stream: str) -> random.Random:
     return random.Random(f"{seed}/{scenario.name}/{stream}")
 
 
-def _scenario_stream(
-    seed: int, duration_s: float, s_idx: int, scenario: Scenario
-) -> Iterator[tuple[int, int, int, int]]:
-    """(offset_ns, scenario, route, turns) per arrival; a session's route is chosen once."""
-    arrivals = offsets_ns(scenario.arrival, duration_s, _rng(seed, scenario, "arrivals"))
+# One arrival as the merged streams carry it: (offset_ns, scenario, sequence, route, turns, trace
+# row or None). The per-stream sequence number breaks ties before the unorderable last element.
+_Item = tuple[int, int, int, int, int, "TraceRequest | None"]
+
+
+def _route_picker(seed: int, scenario: Scenario) -> Callable[[], int] | None:
     routes = scenario.routes
+    if len(routes) == 1:
+        return None
+    cum = list(accumulate(r.weight for r in routes))
+    choices = _rng(seed, scenario, "routes").choices
+    population = range(len(routes))
+
+    def pick_route() -> int:
+        return choices(population, cum_weights=cum)[0]
+
+    return pick_route
+
+
+def _trace_stream(
+    seed: int, duration_s: float, s_idx: int, scenario: Scenario, base_dir: Path
+) -> Iterator[_Item]:
+    """A trace scenario's rows up to ``duration_s``; a trace session keeps one route."""
+    assert scenario.trace is not None
+    limit_ns = int(duration_s * 1e9)
+    pick_route = _route_picker(seed, scenario)
+    session_routes: dict[str, int] = {}
+    stream = read_trace(scenario.trace, base_dir, seed=seed)
+    try:
+        for seq, row in enumerate(stream):
+            if row.offset_ns >= limit_ns:
+                return
+            if pick_route is None:
+                route = 0
+            elif row.session_id is None:
+                route = pick_route()
+            else:
+                found = session_routes.get(row.session_id)
+                if found is None:
+                    found = session_routes[row.session_id] = pick_route()
+                route = found
+            yield (row.offset_ns, s_idx, seq, route, 1, row)
+    finally:
+        stream.close()
+
+
+def _scenario_stream(
+    seed: int, duration_s: float, s_idx: int, scenario: Scenario, base_dir: Path
+) -> Iterator[_Item]:
+    """One scenario's arrivals; a session's route is chosen once."""
+    if scenario.trace is not None:
+        yield from _trace_stream(seed, duration_s, s_idx, scenario, base_dir)
+        return
+    assert scenario.arrival is not None
+    arrivals = offsets_ns(scenario.arrival, duration_s, _rng(seed, scenario, "arrivals"))
     session = scenario.session
     draw_turns: Callable[[], int] | None = None
     turns = 1 if session is None else session.turns
     if session is not None and session.turns_max is not None and session.turns_max > session.turns:
         draw_turns = partial(_rng(seed, scenario, "turns").randint, session.turns, session.turns_max)
-    pick_route: Callable[[], int] | None = None
-    if len(routes) > 1:
-        cum = list(accumulate(r.weight for r in routes))
-        choices = _rng(seed, scenario, "routes").choices
-        population = range(len(routes))
-
-        def pick_route() -> int:
-            return choices(population, cum_weights=cum)[0]
-
-    for t in arrivals:
+    pick_route = _route_picker(seed, scenario)
+    for seq, t in enumerate(arrivals):
         yield (
             t,
             s_idx,
+            seq,
             0 if pick_route is None else pick_route(),
             turns if draw_turns is None else draw_turns(),
+            None,
         )
 
 
-def build_plan(profile: Profile) -> Iterator[Planned]:
+def build_plan(profile: Profile, base_dir: Path | None = None) -> Iterator[Planned]:
     """Every arrival of the run, in intended-time order, each with its global index (a session
-    start reserves one index per turn)."""
+    start reserves one index per turn). ``base_dir`` is where trace files are found (the profile
+    file's directory)."""
+    base = base_dir if base_dir is not None else Path.cwd()
     streams = [
-        _scenario_stream(profile.seed, profile.duration_s, i, s) for i, s in enumerate(profile.scenarios)
+        _scenario_stream(profile.seed, profile.duration_s, i, s, base)
+        for i, s in enumerate(profile.scenarios)
     ]
     merged = streams[0] if len(streams) == 1 else heapq.merge(*streams)
     index = 0
     session = 0
-    for t, s_idx, r_idx, turns in merged:
-        if profile.scenarios[s_idx].session is not None:
+    trace_sessions: list[dict[str, int]] = [{} for _ in profile.scenarios]
+    for t, s_idx, _, r_idx, turns, row in merged:
+        if row is not None:  # a trace row: its own sizes, and its session when it has one
+            key = None
+            if row.session_id is not None:
+                keys = trace_sessions[s_idx]
+                key = keys.get(row.session_id)
+                if key is None:
+                    key = keys[row.session_id] = len(keys)
+            yield Planned(
+                index,
+                t,
+                s_idx,
+                r_idx,
+                session=key,
+                turn=row.turn or 0,
+                prompt_tokens=max(1, row.tokens_in),
+                max_tokens=max(1, row.tokens_out),
+            )
+        elif profile.scenarios[s_idx].session is not None:
             yield Planned(index, t, s_idx, r_idx, turns=turns, session=session)
             session += 1
         else:
@@ -120,10 +187,10 @@ def build_plan(profile: Profile) -> Iterator[Planned]:
         index += turns
 
 
-def planned_requests(profile: Profile) -> int:
+def planned_requests(profile: Profile, base_dir: Path | None = None) -> int:
     """How many requests (session turns included) the plan holds."""
     total = 0
-    for p in build_plan(profile):
+    for p in build_plan(profile, base_dir):
         total += p.turns
     return total
 
@@ -136,6 +203,31 @@ def mean_turns(scenario: Scenario) -> float:
     return (session.turns + (session.turns_max or session.turns)) / 2
 
 
-def planned_rate_rps(profile: Profile) -> float:
-    """The profile's total mean request rate over its duration (session turns included)."""
-    return sum(mean_rate_rps(s.arrival, profile.duration_s) * mean_turns(s) for s in profile.scenarios)
+def _trace_rate_rps(profile: Profile, scenario: Scenario, base_dir: Path) -> float:
+    """A trace scenario's rate over the run: its rows within the duration (one streaming pass)."""
+    assert scenario.trace is not None
+    limit_ns = int(profile.duration_s * 1e9)
+    n = 0
+    stream = read_trace(scenario.trace, base_dir, seed=profile.seed)
+    try:
+        for row in stream:
+            if row.offset_ns >= limit_ns:
+                break
+            n += 1
+    finally:
+        stream.close()
+    return n / profile.duration_s
+
+
+def planned_rate_rps(profile: Profile, base_dir: Path | None = None) -> float:
+    """The profile's total mean request rate over its duration (session turns and trace rows
+    included; a trace scenario costs one streaming pass over its rows)."""
+    base = base_dir if base_dir is not None else Path.cwd()
+    total = 0.0
+    for s in profile.scenarios:
+        if s.trace is not None:
+            total += _trace_rate_rps(profile, s, base)
+        else:
+            assert s.arrival is not None
+            total += mean_rate_rps(s.arrival, profile.duration_s) * mean_turns(s)
+    return total
