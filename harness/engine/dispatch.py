@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
+import yarl
 
+from harness.auth import encode_header_lines
 from harness.clock import RunEpoch
 from harness.engine.targets import PreparedRoute
 from harness.engine.transport import LeanPool, RequestHead, TransportError, host_header, split_url
@@ -394,6 +396,9 @@ class Dispatcher:
         ``data_received`` and parsed in place, with no coroutine wake-up per chunk."""
         epoch_ns = self.epoch_ns
         head = self._heads[id(route)].with_id(rec.request_id)
+        if route.auth is not None:  # per-request credentials (cached by the provider), before the blank line
+            auth = encode_header_lines(route.auth.headers("POST", route.url, route.body))
+            head = head[:-2] + auth + b"\r\n"
         pool = self._pools[route.endpoint]
         if route.stream:
             sink = _StreamSink(epoch_ns)
@@ -438,9 +443,12 @@ class Dispatcher:
         mono = time.monotonic_ns
         epoch_ns = self.epoch_ns
         assert self._session is not None
-        async with self._session.post(
-            route.url, data=route.body, headers=route.headers_for(rec.request_id)
-        ) as resp:
+        headers = route.headers_for(rec.request_id)
+        url: Any = route.url
+        if route.auth is not None:  # per-request credentials (cached by the provider)
+            headers.update(route.auth.headers("POST", url, route.body))
+            url = yarl.URL(url, encoded=True)  # sent exactly as signed (yarl would decode %3A)
+        async with self._session.post(url, data=route.body, headers=headers) as resp:
             rec.first_byte_ns = mono() - epoch_ns
             status = resp.status
             rec.status = status

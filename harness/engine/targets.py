@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.auth import AuthProvider
 from harness.profile.models import Profile
 from harness.protocols.azure_openai import ChatRequestTemplate
 from harness.protocols.tokens import approx_tokens, prompt_text
@@ -22,6 +23,7 @@ class ResolvedEndpoint:
     base_url: str
     api_key: str | None
     api_version: str = "2024-10-21"
+    auth: AuthProvider | None = None  # per-request credential headers (entra, sigv4, adc); None: api_key
 
     def __repr__(self) -> str:  # never print the key
         return f"ResolvedEndpoint({self.name!r}, {self.dialect}, {self.base_url})"
@@ -32,6 +34,7 @@ class PreparedRoute:
 
     __slots__ = (
         "api",
+        "auth",
         "body",
         "bytes_out",
         "deployment",
@@ -65,7 +68,9 @@ class PreparedRoute:
         scenario_index: int = 0,
         max_in_flight: int | None = None,
         lag_budget_ms: float | None = None,
+        auth: AuthProvider | None = None,
     ) -> None:
+        self.auth = auth  # merged per request by the dispatcher; None: credentials are in the template
         self.scenario = scenario
         self.scenario_index = scenario_index
         self.max_in_flight = max_in_flight  # the scenario's own limits (None: the client's)
@@ -119,6 +124,7 @@ def prepare_routes(profile: Profile, endpoints: dict[str, ResolvedEndpoint]) -> 
                     tenant=scenario.tenant,
                     sold_through=scenario.sold_through,
                     tokens_in=tokens_in,
+                    auth=ep.auth,
                 )
             )
         prepared.append(routes)
