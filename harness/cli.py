@@ -52,13 +52,25 @@ def run(
         list[str] | None,
         typer.Option("--threshold", help="add an SLO threshold, e.g. 'p99(ttft) < 800ms' (repeatable)"),
     ] = None,
+    prometheus_port: Annotated[
+        int | None,
+        typer.Option(
+            "--prometheus-port", min=0, max=65535, help="serve live Prometheus metrics on this port (0: any)"
+        ),
+    ] = None,
+    prometheus_host: Annotated[
+        str, typer.Option("--prometheus-host", help="address the metrics endpoint binds (default: loopback)")
+    ] = "127.0.0.1",
 ) -> None:
     """Run a profile: start the embedded fleet if asked, dispatch, judge, write results/<run>/."""
     from harness.runner import prepare, run_loaded, run_with_uvloop
 
+    metrics = None if prometheus_port is None else (prometheus_host, prometheus_port)
     try:
         loaded = prepare(profile, duration_s=duration_s, thresholds=threshold or ())
-        outcome = run_with_uvloop(run_loaded(loaded, results, console=err, progress=progress))
+        outcome = run_with_uvloop(
+            run_loaded(loaded, results, console=err, progress=progress, prometheus=metrics)
+        )
     except HarnessError as exc:
         raise _fail(exc) from None
     _print_final(outcome)

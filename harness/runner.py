@@ -17,17 +17,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 from rich.console import Console
 
+from harness.auth import build_provider
+from harness.auth.mock import mock_auth
 from harness.clock import RunEpoch
 from harness.compliance import CompiledPolicy, judge, model_family, request_class
 from harness.engine.dispatch import Dispatcher
 from harness.engine.targets import ResolvedEndpoint, prepare_routes
-from harness.errors import ExitCode, HarnessError, Problem, ProfileError
+from harness.errors import ExitCode, HarnessError, InfrastructureError, Problem, ProfileError
 from harness.gate.evaluate import RunData, check_selectors
 from harness.gate.live import LiveGate
 from harness.gate.verdict import (
@@ -48,6 +50,9 @@ from harness.results.record import Record
 from harness.results.summary import summarize, write_summary
 from harness.results.writer import RecordWriter
 from harness.workload import Planned, build_plan, planned_rate_rps
+
+if TYPE_CHECKING:
+    from harness.metrics.prometheus import PrometheusExporter
 
 log = logging.getLogger("harness.run")
 
@@ -104,15 +109,40 @@ class LiveJudge:
 def _resolve_endpoints(
     loaded: LoadedProfile, fleet_endpoints: list[dict[str, Any]]
 ) -> dict[str, ResolvedEndpoint]:
+    """Every endpoint with its credentials: the mock key (or the mock's dummy credentials when
+    it verifies them) for fleet endpoints, the profile's auth mode for external ones. Auth
+    providers are built here and started by the caller (:func:`start_auth`)."""
+    verify = {e.name: e for e in loaded.fleet.endpoints} if loaded.fleet is not None else {}
     resolved: dict[str, ResolvedEndpoint] = {}
     for info in fleet_endpoints:
-        resolved[info["name"]] = ResolvedEndpoint(
-            info["name"], info["dialect"], info["base_url"], MOCK_API_KEY
-        )
+        name = info["name"]
+        fleet_ep = verify.get(name)
+        auth = mock_auth(fleet_ep.auth_verify, fleet_ep.region) if fleet_ep is not None else None
+        key = None if auth is not None else MOCK_API_KEY
+        resolved[name] = ResolvedEndpoint(name, info["dialect"], info["base_url"], key, auth=auth)
     for name, ep in loaded.profile.target.endpoints.items():
         key = resolve_secret(ep.api_key_env, f"{loaded.path}: target.endpoints.{name}.api_key_env")
-        resolved[name] = ResolvedEndpoint(name, ep.dialect, ep.base_url, key, ep.api_version)
+        provider = None
+        if ep.auth not in ("api-key", "none"):  # api-key: the template carries the key (the fast path)
+            provider = build_provider(
+                ep.auth, ep.dialect, aws_region=ep.aws_region or ep.region, aws_service=ep.aws_service
+            )
+        resolved[name] = ResolvedEndpoint(name, ep.dialect, ep.base_url, key, ep.api_version, auth=provider)
     return resolved
+
+
+async def start_auth(endpoints: dict[str, ResolvedEndpoint]) -> None:
+    """Fetch every provider's first credentials before the first arrival (errors abort the run)."""
+    for ep in endpoints.values():
+        if ep.auth is not None:
+            await ep.auth.start()
+            log.info("endpoint %s: auth %s ready", ep.name, ep.auth.kind)
+
+
+async def close_auth(endpoints: dict[str, ResolvedEndpoint]) -> None:
+    for ep in endpoints.values():
+        if ep.auth is not None:
+            await ep.auth.close()
 
 
 def _setup_log(run_dir: Path) -> logging.Handler:
@@ -181,19 +211,21 @@ async def run_loaded(
     console: Console | None = None,
     progress: bool = True,
     report: bool = True,
+    prometheus: tuple[str, int] | None = None,
 ) -> RunOutcome:
     """Run a validated profile and write its run directory. Installs SIGINT/SIGTERM handlers
     for the duration: the first signal stops the run gracefully, the second exits at once.
 
     With ``report``, the run directory also gets summary.md, report.html and junit.xml (the
-    same files ``harness report`` rebuilds from disk).
+    same files ``harness report`` rebuilds from disk). ``prometheus`` = (host, port) serves
+    live metrics there while the run lasts (:mod:`harness.metrics.prometheus`; port 0: any).
     """
     console = console or Console(stderr=True)
     profile = loaded.profile
     run_dir = rundir.new_run_dir(results_root, profile.name)
     handler = _setup_log(run_dir)
     try:
-        outcome = await _run(loaded, run_dir, console, progress)
+        outcome = await _run(loaded, run_dir, console, progress, prometheus)
         if report:
             from harness.report import write_report  # matplotlib: only when a report is wanted
 
@@ -206,7 +238,13 @@ async def run_loaded(
         handler.close()
 
 
-async def _run(loaded: LoadedProfile, run_dir: Path, console: Console, progress: bool) -> RunOutcome:
+async def _run(
+    loaded: LoadedProfile,
+    run_dir: Path,
+    console: Console,
+    progress: bool,
+    prometheus: tuple[str, int] | None = None,
+) -> RunOutcome:
     profile = loaded.profile
     rundir.write_json(run_dir / rundir.PROFILE, profile.model_dump(mode="json", by_alias=True))
     log.info("run %s: profile %s, seed %d", run_dir.name, loaded.path, profile.seed)
@@ -226,8 +264,12 @@ async def _run(loaded: LoadedProfile, run_dir: Path, console: Console, progress:
             )
     interrupted = False
     started_wall = datetime.now(UTC)
+    endpoints: dict[str, ResolvedEndpoint] = {}
+    exporter: PrometheusExporter | None = None
+    gauges: asyncio.Future[None] | None = None
     try:
         endpoints = _resolve_endpoints(loaded, fleet_endpoints)
+        await start_auth(endpoints)
         routes = prepare_routes(profile, endpoints)
         policy = CompiledPolicy(loaded.policy)
         live_judge = LiveJudge(policy)
@@ -235,16 +277,23 @@ async def _run(loaded: LoadedProfile, run_dir: Path, console: Console, progress:
 
         live_gate = _live_gate(profile)
 
+        exporter = _start_exporter(prometheus, console)
+        observe = exporter.observe if exporter is not None else None
+
         def sink(rec: Record) -> None:
             writer.add(rec)
             violated = live_judge(rec)
             if live_gate is not None:
                 live_gate.add(rec, violated)
+            if observe is not None:
+                observe(rec, violated)
 
         epoch = RunEpoch.now(lead_ns=START_LEAD_NS)
         dispatcher = Dispatcher(routes, profile.client, epoch, sink)
         counters = dispatcher.counters
         target_rps = planned_rate_rps(profile, loaded.path.parent)
+        if exporter is not None:
+            gauges = asyncio.ensure_future(_feed_gauges(exporter, counters))
 
         def snapshot() -> Snapshot:
             elapsed = max(0.0, (time.monotonic_ns() - epoch.monotonic_ns) / 1e9)
@@ -271,6 +320,12 @@ async def _run(loaded: LoadedProfile, run_dir: Path, console: Console, progress:
             ledger = await fleet.fetch_ledger()
             pq.write_table(ledger, run_dir / rundir.LEDGER)
     finally:
+        if gauges is not None:
+            gauges.cancel()
+            await asyncio.gather(gauges, return_exceptions=True)
+        await close_auth(endpoints)
+        if exporter is not None:
+            exporter.stop()
         if fleet is not None:
             await fleet.stop()
 
@@ -284,6 +339,35 @@ async def _run(loaded: LoadedProfile, run_dir: Path, console: Console, progress:
         declared=_declared_clouds(loaded),
         aborted=aborted,
     )
+
+
+def _start_exporter(prometheus: tuple[str, int] | None, console: Console) -> PrometheusExporter | None:
+    if prometheus is None:
+        return None
+    from harness.metrics.prometheus import PrometheusExporter  # prometheus-client: only when asked
+
+    exporter = PrometheusExporter(*prometheus, classify=_record_class)
+    try:
+        exporter.start()
+    except OSError as exc:
+        raise InfrastructureError(
+            f"--prometheus-port: cannot listen on {prometheus[0]}:{prometheus[1]} ({exc.strerror})",
+            "choose a free port, or 0 for any",
+        ) from None
+    console.print(f"prometheus metrics: {exporter.url}", highlight=False)
+    log.info("prometheus metrics at %s", exporter.url)
+    return exporter
+
+
+async def _feed_gauges(exporter: PrometheusExporter, counters: Any) -> None:
+    """Rate and in-flight gauges from the dispatcher's counters, once a second."""
+    while True:
+        exporter.update(counters)
+        await asyncio.sleep(1.0)
+
+
+def _record_class(rec: Record) -> str:
+    return request_class(rec.api, rec.store, rec.previous_response_id)
 
 
 def _declared_clouds(loaded: LoadedProfile) -> dict[str, str]:

@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
+import yarl
 
+from harness.auth import encode_header_lines
 from harness.clock import RunEpoch
 from harness.engine.sessions import SessionRunner
 from harness.engine.targets import PreparedRoute
@@ -431,6 +433,8 @@ class Dispatcher:
             head = self._heads[id(route)].with_id(rec.request_id)
         else:
             head = self._var_heads[id(route)].with_id_len(rec.request_id, len(body))
+        if route.auth is not None:  # per-request credentials (cached by the provider), before the blank line
+            head = head[:-2] + encode_header_lines(route.auth.headers("POST", route.url, body)) + b"\r\n"
         pool = self._pools[route.endpoint]
         assert route.spec is not None
         if route.stream:
@@ -476,9 +480,13 @@ class Dispatcher:
         mono = time.monotonic_ns
         epoch_ns = self.epoch_ns
         assert self._session is not None and route.headers_for is not None
-        async with self._session.post(
-            route.url, data=route.body if body is None else body, headers=route.headers_for(rec.request_id)
-        ) as resp:
+        data = route.body if body is None else body
+        headers = route.headers_for(rec.request_id)
+        url: Any = route.url
+        if route.auth is not None:  # per-request credentials (cached by the provider)
+            headers.update(route.auth.headers("POST", url, data))
+            url = yarl.URL(url, encoded=True)  # sent exactly as signed (yarl would decode %3A)
+        async with self._session.post(url, data=data, headers=headers) as resp:
             rec.first_byte_ns = mono() - epoch_ns
             status = resp.status
             rec.status = status

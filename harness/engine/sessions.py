@@ -209,6 +209,8 @@ class SessionRunner:
         template = route.template
         url = template.url.replace("/responses", "/conversations", 1)
         headers = template.headers_for(rec.request_id + "/conversation")  # judge.SETUP_SUFFIX
+        if route.auth is not None:
+            headers.update(route.auth.headers("POST", url, b"{}"))
         try:
             async with self._client().post(url, data=b"{}", headers=headers) as resp:
                 body = await resp.read()
@@ -288,6 +290,8 @@ class SessionRunner:
             route.base_url, url_form=url_form, model=route.deployment, api_version=route.factory.api_version
         )
         headers = rt.handshake_headers(route.factory.api_key, url_form=url_form, request_id=crid)
+        if route.auth is not None:
+            headers.update(route.auth.headers("GET", url, b""))
         turn = 0
         ws: aiohttp.ClientWebSocketResponse | None = None
         counted = True  # turn 0's in-flight slot is taken

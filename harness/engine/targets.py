@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from harness.auth import AuthProvider
 from harness.engine.apis import ApiSpec, TemplateFactory, record_api, spec_for
 from harness.profile.models import Profile, Scenario
 from harness.protocols.tokens import approx_tokens, prompt_text
@@ -27,6 +28,7 @@ class ResolvedEndpoint:
     base_url: str
     api_key: str | None
     api_version: str = "2024-10-21"
+    auth: AuthProvider | None = None  # per-request credential headers (entra, sigv4, adc); None: api_key
 
     def __repr__(self) -> str:  # never print the key
         return f"ResolvedEndpoint({self.name!r}, {self.dialect}, {self.base_url})"
@@ -43,6 +45,7 @@ class PreparedRoute:
     __slots__ = (
         "_variants",
         "api",
+        "auth",
         "base_url",
         "body",
         "bytes_out",
@@ -84,6 +87,7 @@ class PreparedRoute:
         self.max_in_flight = scenario.max_in_flight  # the scenario's own limits (None: the client's)
         self.lag_budget_ms = scenario.lag_budget_ms
         self.endpoint = endpoint.name
+        self.auth = endpoint.auth  # merged per request by the dispatcher (None: key in the template)
         self.dialect = endpoint.dialect
         self.base_url = endpoint.base_url
         self.deployment = deployment

@@ -56,6 +56,7 @@ from typing import Any, Final, Literal
 import orjson
 from aiohttp import web
 
+from harness.mocks.auth_verify import verifier_for
 from harness.mocks.call import Call
 from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection, abort_connection
 from harness.protocols import azure_openai as wire
@@ -356,12 +357,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class _Endpoint:
     """The stateless handlers of one endpoint in one flavour; everything constant decided once."""
 
-    __slots__ = ("_chat_prefix", "_cmpl_prefix", "_flavor", "_ids", "_latency", "_runtime")
+    __slots__ = ("_chat_prefix", "_cmpl_prefix", "_flavor", "_ids", "_latency", "_runtime", "_verify")
 
     def __init__(self, runtime: EndpointRuntime, flavor: Flavor) -> None:
         self._runtime = runtime
         self._flavor: Flavor = check_flavor(flavor)
         self._latency = runtime.latency
+        self._verify = verifier_for(runtime.endpoint)  # auth_verify (harness.mocks.auth_verify)
         # Response ids must be unique across endpoints and processes, not reproducible.
         token = secrets.token_hex(6)
         self._chat_prefix = "chatcmpl-" + token
@@ -424,6 +426,10 @@ class _Endpoint:
         flavor = self._flavor
         if not is_authorized(request, flavor):
             return self._sent(call, auth_error_response(self._runtime, flavor, call.crid))
+        if self._verify is not None and (failure := self._verify(request, raw)) is not None:
+            return self._fail(
+                call, failure.status, failure.message, azure_code=failure.code, openai_code=failure.code
+            )
         if need_api_version and not request.query.get("api-version"):
             return self._fail(call, 400, MSG_NO_API_VERSION, azure_code="MissingApiVersionParameter")
         try:

@@ -10,7 +10,9 @@ Routes::
 One route takes ``/model/{tail:.+}``; the model id is read from ``request.raw_path`` (last
 segment = operation, the rest unquoted), so ids with ``:`` and inference-profile ARNs with
 ``%2F`` arrive whole. ``{modelId}`` must be one of the endpoint's deployments, compared as
-given (an ARN is not resolved to its model). SigV4 headers are accepted and not verified.
+given (an ARN is not resolved to its model). SigV4 headers are accepted and not verified, unless
+the endpoint's ``auth_verify = "sigv4"`` (:mod:`harness.mocks.auth_verify`: 403
+InvalidSignatureException / UnrecognizedClientException / MissingAuthenticationTokenException).
 InvokeModel speaks the Anthropic Messages format for every model id; other families' native
 bodies are not modelled.
 
@@ -60,6 +62,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from harness.mocks.auth_verify import verifier_for
 from harness.mocks.call import Call
 from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection, abort_connection
 from harness.protocols import bedrock as wire
@@ -154,11 +157,12 @@ class _Call(Call):
 class _Bedrock:
     """The request handler of one endpoint; everything constant is decided here, once."""
 
-    __slots__ = ("_ids", "_mock", "_prefix", "_runtime")
+    __slots__ = ("_ids", "_mock", "_prefix", "_runtime", "_verify")
 
     def __init__(self, runtime: EndpointRuntime) -> None:
         self._runtime = runtime
         self._mock = mock_headers(runtime.cloud, runtime.region)
+        self._verify = verifier_for(runtime.endpoint)  # auth_verify (harness.mocks.auth_verify)
         # Message ids must be unique across endpoints and processes, not reproducible.
         self._prefix = "msg_bdrk_" + secrets.token_hex(6)
         self._ids = itertools.count(1)
@@ -203,6 +207,8 @@ class _Bedrock:
         call.api = wire.API_NAMES[operation]
         call.stream = operation in wire.STREAMING
         call.deployment = model
+        if self._verify is not None and (failure := self._verify(request, raw)) is not None:
+            return self._error(call, failure.status, failure.code, failure.message)
         runtime = self._runtime
         if model not in runtime.deployments:
             return self._error(call, 400, "ValidationException", MSG_INVALID_MODEL)

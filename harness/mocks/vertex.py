@@ -8,7 +8,8 @@ Routes (``{v}`` is ``v1`` or ``v1beta1``; google-genai uses ``v1beta1`` unless t
     POST /{v}/projects/{p}/locations/{l}/endpoints/openapi/chat/completions    (OpenAI-compatible, §6.7)
 
 Auth: ``Authorization: Bearer …`` or ``x-goog-api-key`` on every route (neither → 401
-UNAUTHENTICATED); credentials are not checked. ``{m}`` (for the OpenAI-compatible route the
+UNAUTHENTICATED); credentials are not checked unless the endpoint's
+``auth_verify`` asks (:mod:`harness.mocks.auth_verify`). ``{m}`` (for the OpenAI-compatible route the
 body's ``model``, ``google/{m}``) must be one of the endpoint's deployments, else 404 NOT_FOUND;
 the path's project and location are accepted as given. aiohttp cannot split a segment at
 ``:``, so one route takes ``/{v}/{tail}`` and the tail is parsed here.
@@ -65,6 +66,7 @@ from typing import Any, Final, NamedTuple
 import orjson
 from aiohttp import web
 
+from harness.mocks.auth_verify import verifier_for
 from harness.mocks.azure_openai import prompt_tokens_of as chat_prompt_tokens_of
 from harness.mocks.call import Call
 from harness.mocks.runtime import EndpointRuntime, FaultPlan, abort_connection
@@ -227,11 +229,12 @@ class _Emitter:
 class _Vertex:
     """The request handler of one endpoint; everything constant is decided here, once."""
 
-    __slots__ = ("_ids", "_mock", "_prefix", "_runtime")
+    __slots__ = ("_ids", "_mock", "_prefix", "_runtime", "_verify")
 
     def __init__(self, runtime: EndpointRuntime) -> None:
         self._runtime = runtime
         self._mock = mock_headers(runtime.cloud, runtime.region)
+        self._verify = verifier_for(runtime.endpoint)  # auth_verify (harness.mocks.auth_verify)
         # Response ids must be unique across endpoints and processes, not reproducible.
         self._prefix = secrets.token_urlsafe(9)
         self._ids = itertools.count(1)
@@ -280,6 +283,8 @@ class _Vertex:
         elif method == CHAT:
             call.api = API_CHAT
         call.deployment = target.model or None
+        if self._verify is not None and (failure := self._verify(request, raw)) is not None:
+            return self._error(call, failure.status, failure.message)
         if "x-goog-api-key" not in headers and not headers.get("Authorization", "").startswith("Bearer "):
             return self._error(call, 401, MSG_401)
         if call.api == API_UNSUPPORTED:

@@ -244,6 +244,24 @@ class Endpoint(Strict):
         default=None, description="declared hosting cloud, used when responses carry no fingerprint"
     )
     region: str | None = None
+    # --- auth (issue 10): credentials only ever come from the environment or the cloud's chain
+    auth: Literal["api-key", "entra", "sigv4", "adc", "none"] = Field(
+        default="api-key",
+        description="api-key (from api_key_env), entra (Microsoft Entra ID token), sigv4 (AWS signing), "
+        "adc (GCP Application Default Credentials) or none",
+    )
+    aws_region: str | None = Field(default=None, description="SigV4 signing region (default: region)")
+    aws_service: str = Field(default="bedrock", description="SigV4 signing service name")
+
+    @model_validator(mode="after")
+    def _auth_fits(self) -> Endpoint:
+        if self.auth != "api-key" and self.api_key_env is not None:
+            raise ValueError(
+                f"api_key_env is only read with auth = 'api-key', not {self.auth!r}; remove one of them"
+            )
+        if self.auth == "sigv4" and not (self.aws_region or self.region):
+            raise ValueError("auth = 'sigv4' needs aws_region (or region), e.g. aws_region = 'us-east-1'")
+        return self
 
     @field_validator("base_url")
     @classmethod
@@ -455,8 +473,20 @@ class FleetEndpoint(Strict):
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     capacity: Capacity = Field(default_factory=Capacity)
     faults: Faults = Field(default_factory=Faults)
+    auth_verify: Literal["none", "sigv4", "bearer", "api-key"] = Field(
+        default="none",
+        description="check credentials (harness.mocks.auth_verify): none, sigv4 (bedrock), bearer, api-key",
+    )
 
     _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _verify_fits(self) -> FleetEndpoint:
+        if (self.auth_verify == "sigv4") != (self.dialect == "bedrock") and self.auth_verify != "none":
+            raise ValueError(
+                "auth_verify = 'sigv4' is for bedrock endpoints, and bedrock endpoints verify only sigv4"
+            )
+        return self
 
 
 class Fleet(Strict):
