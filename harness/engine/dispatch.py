@@ -271,7 +271,10 @@ class Dispatcher:
                 coro = sessions.run(route, p, rec)
             elif p.session is not None and route.store:
                 coro = sessions.chained_turn(route, p, rec)
-            elif p.prompt_tokens:
+            elif p.prompt_tokens:  # a trace row
+                if p.session is not None:
+                    rec.session_id = f"{self.id_prefix}s{p.scenario:x}-{p.session:x}"
+                    rec.turn = p.turn
                 template, tokens_in = route.variant(p.prompt_tokens, p.max_tokens or route.max_tokens)
                 rec.tokens_in = tokens_in
                 rec.bytes_out = len(template.body)
