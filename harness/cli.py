@@ -2,12 +2,14 @@
 
 Exit codes (harness.errors.ExitCode): 0 pass · 1 compliance failed · 2 invalid input (nothing
 started) · 3 harness-bound (results untrustworthy) · 4 infrastructure (fleet/worker could not
-start) · 5 thresholds failed · 130 interrupted (partial results written).
+start, or a worker was lost mid-run: verdict INCOMPLETE, a shard's records are missing) · 5 thresholds
+failed · 130 interrupted (partial results written).
 """
 
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +34,11 @@ err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
+class Engine(StrEnum):
+    asyncio = "asyncio"
+    locust = "locust"
+
+
 def _fail(exc: HarnessError) -> typer.Exit:
     err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
     return typer.Exit(int(exc.exit_code))
@@ -51,13 +58,36 @@ def run(
         list[str] | None,
         typer.Option("--threshold", help="add an SLO threshold, e.g. 'p99(ttft) < 800ms' (repeatable)"),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="worker processes, each dispatching a shard of the plan (one uvloop each)"),
+    ] = 1,
+    engine: Annotated[
+        Engine, typer.Option(help="asyncio: worker processes here; locust: a local Locust master + N workers")
+    ] = Engine.asyncio,
 ) -> None:
     """Run a profile: start the embedded fleet if asked, dispatch, judge, write results/<run>/."""
     from harness.runner import prepare, run_loaded, run_with_uvloop
 
     try:
         loaded = prepare(profile, duration_s=duration_s, thresholds=threshold or ())
-        outcome = run_with_uvloop(run_loaded(loaded, results, console=err, progress=progress))
+        if engine is Engine.locust:
+            from harness.distributed.launch import run_locust
+
+            outcome = run_with_uvloop(
+                run_locust(
+                    loaded,
+                    results,
+                    workers=workers,
+                    duration_s=duration_s,
+                    thresholds=threshold or (),
+                    console=err,
+                )
+            )
+        else:
+            outcome = run_with_uvloop(
+                run_loaded(loaded, results, console=err, progress=progress, workers=workers)
+            )
     except HarnessError as exc:
         raise _fail(exc) from None
     _print_final(outcome)
