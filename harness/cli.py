@@ -2,13 +2,15 @@
 
 Exit codes (harness.errors.ExitCode): 0 pass · 1 compliance failed · 2 invalid input (nothing
 started) · 3 harness-bound (results untrustworthy) · 4 infrastructure (fleet/worker could not
-start) · 5 thresholds failed · 70 internal error (a bug) · 130 interrupted (partial results written).
+start, or a worker was lost mid-run: verdict INCOMPLETE, a shard's records are missing) · 5 thresholds
+failed · 70 internal error (a bug) · 130 interrupted (partial results written).
 """
 
 from __future__ import annotations
 
 import sys
 import traceback
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +33,11 @@ app.add_typer(profiles_app, name="profiles")
 # soft_wrap: CI logs are not terminals; a wrapped verdict line is harder to grep
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
+
+
+class Engine(StrEnum):
+    asyncio = "asyncio"
+    locust = "locust"
 
 
 def _fail(exc: HarnessError) -> typer.Exit:
@@ -61,6 +68,13 @@ def run(
     prometheus_host: Annotated[
         str, typer.Option("--prometheus-host", help="address the metrics endpoint binds (default: loopback)")
     ] = "127.0.0.1",
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="worker processes, each dispatching a shard of the plan (one uvloop each)"),
+    ] = 1,
+    engine: Annotated[
+        Engine, typer.Option(help="asyncio: worker processes here; locust: a local Locust master + N workers")
+    ] = Engine.asyncio,
 ) -> None:
     """Run a profile: start the embedded fleet if asked, dispatch, judge, write results/<run>/."""
     from harness.runner import prepare, run_loaded, run_with_uvloop
@@ -68,9 +82,25 @@ def run(
     metrics = None if prometheus_port is None else (prometheus_host, prometheus_port)
     try:
         loaded = prepare(profile, duration_s=duration_s, thresholds=threshold or ())
-        outcome = run_with_uvloop(
-            run_loaded(loaded, results, console=err, progress=progress, prometheus=metrics)
-        )
+        if engine is Engine.locust:
+            from harness.distributed.launch import run_locust
+
+            outcome = run_with_uvloop(
+                run_locust(
+                    loaded,
+                    results,
+                    workers=workers,
+                    duration_s=duration_s,
+                    thresholds=threshold or (),
+                    console=err,
+                )
+            )
+        else:
+            outcome = run_with_uvloop(
+                run_loaded(
+                    loaded, results, console=err, progress=progress, workers=workers, prometheus=metrics
+                )
+            )
     except HarnessError as exc:
         raise _fail(exc) from None
     _print_final(outcome)

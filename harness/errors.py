@@ -36,7 +36,8 @@ class ExitCode(IntEnum):
     HARNESS_BOUND = 3
     """The load generator itself could not keep the schedule; results are untrustworthy."""
     INFRASTRUCTURE = 4
-    """The embedded fleet, a worker or the results directory could not be set up."""
+    """The embedded fleet, a worker or the results directory could not be set up, or a worker
+    was lost mid-run (verdict INCOMPLETE: a shard's records are missing)."""
     THRESHOLDS_FAILED = 5
     """An SLO threshold failed (including the built-in ones: dropped load, no success)."""
     INTERNAL = 70

@@ -27,8 +27,16 @@ from harness.auth import build_provider
 from harness.auth.mock import mock_auth
 from harness.clock import RunEpoch
 from harness.compliance import CompiledPolicy, judge, model_family, request_class
-from harness.engine.dispatch import Dispatcher
+from harness.engine.dispatch import Dispatcher, request_id_prefix
 from harness.engine.targets import ResolvedEndpoint, prepare_routes
+from harness.engine.workers import (
+    EngineResult,
+    LocalWorkers,
+    endpoints_to_wire,
+    make_spec,
+    part_name,
+    run_local_workers,
+)
 from harness.errors import ExitCode, HarnessError, InfrastructureError, Problem, ProfileError
 from harness.gate.evaluate import RunData, check_selectors
 from harness.gate.live import LiveGate
@@ -60,6 +68,7 @@ log = logging.getLogger("harness.run")
 # accept any key; it is not a secret and is never written anywhere.
 MOCK_API_KEY = "mock-key"
 START_LEAD_NS = 200_000_000  # the epoch lies this far ahead so setup never eats into the plan
+WORKER_SLACK_S = 30.0  # beyond the plan and its drain, how long workers may take to close their parts
 
 
 @dataclass(slots=True)
@@ -212,6 +221,7 @@ async def run_loaded(
     progress: bool = True,
     report: bool = True,
     prometheus: tuple[str, int] | None = None,
+    workers: int = 1,
 ) -> RunOutcome:
     """Run a validated profile and write its run directory. Installs SIGINT/SIGTERM handlers
     for the duration: the first signal stops the run gracefully, the second exits at once.
@@ -219,13 +229,15 @@ async def run_loaded(
     With ``report``, the run directory also gets summary.md, report.html and junit.xml (the
     same files ``harness report`` rebuilds from disk). ``prometheus`` = (host, port) serves
     live metrics there while the run lasts (:mod:`harness.metrics.prometheus`; port 0: any).
+    ``workers`` > 1 dispatches in that many worker processes, each on its shard of the plan
+    (``harness.engine.workers``).
     """
     console = console or Console(stderr=True)
     profile = loaded.profile
     run_dir = rundir.new_run_dir(results_root, profile.name)
     handler = _setup_log(run_dir)
     try:
-        outcome = await _run(loaded, run_dir, console, progress, prometheus)
+        outcome = await _run(loaded, run_dir, console, progress, prometheus, workers)
         if report:
             from harness.report import write_report  # matplotlib: only when a report is wanted
 
@@ -244,6 +256,7 @@ async def _run(
     console: Console,
     progress: bool,
     prometheus: tuple[str, int] | None = None,
+    workers: int = 1,
 ) -> RunOutcome:
     profile = loaded.profile
     rundir.write_json(run_dir / rundir.PROFILE, profile.model_dump(mode="json", by_alias=True))
@@ -271,6 +284,10 @@ async def _run(
         endpoints = _resolve_endpoints(loaded, fleet_endpoints)
         await start_auth(endpoints)
         routes = prepare_routes(profile, endpoints)
+        if workers > 1:
+            return await _run_workers(
+                loaded, run_dir, endpoints, fleet, workers, started_wall, console, progress
+            )
         policy = CompiledPolicy(loaded.policy)
         live_judge = LiveJudge(policy)
         writer = RecordWriter(run_dir / rundir.REQUESTS)
@@ -332,7 +349,7 @@ async def _run(
     return _judge_and_summarize(
         loaded,
         run_dir,
-        dispatcher,
+        EngineResult.from_dispatcher(dispatcher),
         started_wall,
         finished_wall,
         interrupted,
@@ -368,6 +385,84 @@ async def _feed_gauges(exporter: PrometheusExporter, counters: Any) -> None:
 
 def _record_class(rec: Record) -> str:
     return request_class(rec.api, rec.store, rec.previous_response_id)
+
+
+async def _run_workers(
+    loaded: LoadedProfile,
+    run_dir: Path,
+    endpoints: dict[str, ResolvedEndpoint],
+    fleet: FleetProcess | None,
+    workers: int,
+    started_wall: datetime,
+    console: Console,
+    progress: bool,
+) -> RunOutcome:
+    """Dispatch in ``workers`` processes (one part each), then fetch the ledger and judge the union."""
+    profile = loaded.profile
+    if profile.gate.abort_on_fail and profile.thresholds:
+        log.warning(
+            "gate.abort_on_fail is not evaluated live with --workers; thresholds are judged at the end"
+        )
+    id_prefix = request_id_prefix()
+    wire = endpoints_to_wire(endpoints, profile, loaded.fleet)
+    policy = loaded.policy.model_dump(mode="json", by_alias=True)
+    specs = [
+        make_spec(
+            profile,
+            str(loaded.path),
+            wire,
+            shard_k=k,
+            shards=workers,
+            id_prefix=id_prefix,
+            part=run_dir / rundir.PARTS / part_name(k),
+            policy=policy,
+        )
+        for k in range(workers)
+    ]
+    target_rps = planned_rate_rps(profile, loaded.path.parent)
+
+    def snapshot(epoch: RunEpoch, c: dict[str, int]) -> Snapshot:
+        elapsed = max(0.0, (time.monotonic_ns() - epoch.monotonic_ns) / 1e9)
+        return Snapshot(
+            elapsed,
+            profile.duration_s,
+            target_rps,
+            c.get("sent", 0),
+            c.get("in_flight", 0),
+            c.get("ok", 0),
+            c.get("error", 0),
+            c.get("timeout", 0),
+            c.get("dropped", 0),
+            c.get("violations", 0),
+        )
+
+    timeout_s = profile.duration_s + profile.client.request_timeout_s + 5 + WORKER_SLACK_S
+    log.info("dispatching in %d worker processes, request ids %s…", workers, id_prefix)
+    pool = LocalWorkers(specs, id_prefix)
+    engine, interrupted = await run_local_workers(
+        pool,
+        lead_ns=START_LEAD_NS,
+        timeout_s=timeout_s,
+        snapshot=snapshot,
+        console=console,
+        progress=progress,
+    )
+    for reason in engine.missing:
+        log.error("%s", reason)
+    if pool.epoch is not None:  # the load started at the shared epoch, after the workers' start-up
+        started_wall = datetime.fromtimestamp(pool.epoch.wall_ns / 1e9, UTC)
+    finished_wall = datetime.now(UTC)
+    if fleet is not None:
+        pq.write_table(await fleet.fetch_ledger(), run_dir / rundir.LEDGER)
+    return _judge_and_summarize(
+        loaded,
+        run_dir,
+        engine,
+        started_wall,
+        finished_wall,
+        interrupted,
+        declared=_declared_clouds(loaded),
+    )
 
 
 def _declared_clouds(loaded: LoadedProfile) -> dict[str, str]:
@@ -465,7 +560,7 @@ async def _dispatch_with_signals(
 def _judge_and_summarize(
     loaded: LoadedProfile,
     run_dir: Path,
-    dispatcher: Dispatcher,
+    engine: EngineResult,
     started_wall: datetime,
     finished_wall: datetime,
     interrupted: bool,
@@ -481,8 +576,8 @@ def _judge_and_summarize(
     rundir.write_json(run_dir / rundir.COMPLIANCE, compliance)
 
     validity = profile.validity
-    lag_p99_ms = dispatcher.schedule_lag.percentile_ms(99) or 0.0
-    loop_lag_p99_ms = dispatcher.loop_lag.percentile_ms(99) or 0.0
+    lag_p99_ms = engine.schedule_lag.percentile_ms(99) or 0.0
+    loop_lag_p99_ms = engine.loop_lag.percentile_ms(99) or 0.0
     bound_reasons = []
     if lag_p99_ms > validity.max_schedule_lag_p99_ms:
         bound_reasons.append(
@@ -502,7 +597,9 @@ def _judge_and_summarize(
         "finished_at": finished_wall.isoformat(),
         "interrupted": interrupted,
         "client": profile.client.model_dump(),
-        "request_id_prefix": dispatcher.id_prefix,
+        "request_id_prefix": engine.id_prefix,
+        "workers": engine.workers_expected,
+        "incomplete": list(engine.missing),
         "policy_path": str(loaded.policy_path.resolve()),
     }
     duration_s = profile.duration_s
@@ -518,6 +615,7 @@ def _judge_and_summarize(
         "harness_bound": bool(bound_reasons),
         "reasons": bound_reasons,
     }
+    summary["engine"] = engine.to_json()
     summary["compliance"] = {
         k: compliance[k]
         for k in ("policy", "verdict", "judged", "violations_total", "by_kind", "by_rule", "served_by_cloud")
@@ -549,7 +647,13 @@ def _judge_and_summarize(
         baseline_problem=baseline_problem,
         strict=False,
     )
-    verdict = compose(results, compliance=compliance, harness_bound=bound_reasons, interrupted=interrupted)
+    verdict = compose(
+        results,
+        compliance=compliance,
+        harness_bound=bound_reasons,
+        interrupted=interrupted,
+        incomplete=engine.missing,
+    )
     if aborted is not None:
         # the threshold that stopped the run failed, whatever the partial data say at the end
         code = ExitCode.THRESHOLDS_FAILED if verdict.exit_code == ExitCode.PASS else verdict.exit_code

@@ -51,13 +51,18 @@ def compose(
     compliance: Mapping[str, Any] | None,
     harness_bound: Sequence[str] = (),
     interrupted: bool = False,
+    incomplete: Sequence[str] = (),
 ) -> Verdict:
-    """Combine every check into one verdict (precedence in the module docstring)."""
+    """Combine every check into one verdict (precedence in the module docstring). ``incomplete``
+    names missing shards (a worker lost mid-run): such a run is INCOMPLETE and never passes."""
     reasons: list[str] = []
     codes: list[ExitCode] = []
     if interrupted:
         reasons.append("interrupted: partial results")
         codes.append(ExitCode.INTERRUPTED)
+    if incomplete:
+        reasons.extend(f"incomplete: {m}" for m in incomplete)
+        codes.append(ExitCode.INFRASTRUCTURE)
     if harness_bound:
         reasons.append("harness-bound (" + "; ".join(harness_bound) + "): results untrustworthy")
         codes.append(ExitCode.HARNESS_BOUND)
@@ -70,7 +75,8 @@ def compose(
         reasons.extend(t.reason or f"{t.expression} failed" for t in failed)
         codes.append(ExitCode.THRESHOLDS_FAILED)
     code = codes[0] if codes else ExitCode.PASS
-    return Verdict(code.name, code, tuple(reasons))
+    name = "INCOMPLETE" if incomplete and code == ExitCode.INFRASTRUCTURE else code.name
+    return Verdict(name, code, tuple(reasons))
 
 
 # ------------------------------------------------------------------------------------ thresholds
@@ -217,6 +223,7 @@ def gate_run_dir(
         compliance=run.compliance,
         harness_bound=list(validity.get("reasons") or []) if validity.get("harness_bound") else [],
         interrupted=bool((run.summary.get("meta") or {}).get("interrupted")),
+        incomplete=[str(m) for m in (run.summary.get("meta") or {}).get("incomplete") or ()],
     )
     compliance = {
         k: run.compliance.get(k)
