@@ -204,6 +204,52 @@ def mock(
     raise typer.Exit(serve_fleet_forever(str(fleet), procs=procs))
 
 
+@app.command()
+def router(
+    policy: Annotated[Path, typer.Option(help="routing policy TOML file (profiles/policies/*.toml)")],
+    fleet: Annotated[Path | None, typer.Option(help="fleet TOML file: the router starts it itself")] = None,
+    attach_admin: Annotated[
+        str | None, typer.Option(help="admin URL of a running fleet, http://127.0.0.1:PORT/admin")
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on (0 picks a free one)")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the self-test switches")] = 0,
+    log: Annotated[Path, typer.Option(help="injection log, JSONL (overwritten)")] = Path("router-log.jsonl"),
+    balance: Annotated[str, typer.Option(help="round-robin or least-in-flight")] = "round-robin",
+    misroute_rate: Annotated[float, typer.Option(help="send stateless calls to a denied backend")] = 0.0,
+    break_affinity_rate: Annotated[float, typer.Option(help="send chained calls off their holder")] = 0.0,
+    spoof_fingerprint_rate: Annotated[
+        float, typer.Option(help="serve from a denied backend behind Azure's headers")
+    ] = 0.0,
+    duplicate_rate: Annotated[float, typer.Option(help="send calls to two backends, return one")] = 0.0,
+) -> None:
+    """Serve the reference router in front of a fleet; print one JSON line with its URLs once ready."""
+    from harness.router.inject import Rates
+
+    try:  # check the rates before importing the router (aiohttp, pandas): a typo fails fast
+        rates = Rates(misroute_rate, spoof_fingerprint_rate, duplicate_rate, break_affinity_rate)
+    except HarnessError as exc:
+        raise _fail(exc) from None
+    from harness.router.app import RouterConfig, serve_router_forever
+
+    try:
+        config = RouterConfig(
+            policy=str(policy),
+            fleet=str(fleet) if fleet is not None else None,
+            attach_admin=attach_admin,
+            host=host,
+            port=port,
+            seed=seed,
+            log=str(log),
+            rates=rates,
+            strategy=balance,  # type: ignore[arg-type]  # checked by config.check()
+        )
+        config.check()
+    except HarnessError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(serve_router_forever(config))
+
+
 def _print_thresholds(thresholds: list[dict[str, Any]], *, all_rows: bool = True) -> None:
     """A table of threshold results; without ``all_rows``, passing built-ins are left out."""
     from harness.gate.evaluate import format_json_value as fmt

@@ -1,0 +1,308 @@
+"""The router as a server: load the policy, find the backends, listen, print the ready line.
+
+Routes: ``/openai/...`` and ``/v1/...`` (every inbound form, see harness.router.decide) go to the
+proxy; the router's own loopback API is ``GET /router/health`` and ``GET /router/state`` (backends,
+in-flight counts, affinity entries, injection and failover counts).
+
+Ready line (one JSON object on stdout, once listening; ``READY_KEYS``)::
+
+    name               "router"
+    base_url           http://HOST:PORT                  (what AzureOpenAI(azure_endpoint=...) takes)
+    azure_endpoint     the same
+    azure_v1_base_url  http://HOST:PORT/openai/v1        (OpenAI(base_url=...) against Azure's v1 form)
+    openai_base_url    http://HOST:PORT/v1               (OpenAI(base_url=...))
+    router_url         http://HOST:PORT/router           (health and state)
+    admin_url          the fleet's admin API (ledgers, faults, outages)
+    log                absolute path of the injection log (JSONL, see harness.router.inject)
+    policy             the policy's name
+    pid                the router's process id
+    backends           [{"name", "cloud", "region", "dialect", "base_url", "models"}]
+
+``serve_router_forever`` is the process entry point: the only place here that installs uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from harness.compliance.policy import CompiledPolicy
+from harness.errors import ExitCode, HarnessError, InfrastructureError, InputError
+from harness.profile import load_policy
+from harness.router.backends import BackendTable, fetch_endpoints
+from harness.router.decide import STRATEGIES, Balancer, Strategy
+from harness.router.inject import SWITCHES, Injector, Rates
+from harness.router.proxy import DEFAULT_API_VERSION, Proxy
+
+if TYPE_CHECKING:
+    from harness.mocks.process import FleetProcess
+
+READY_KEYS: Final = (
+    "name",
+    "base_url",
+    "azure_endpoint",
+    "azure_v1_base_url",
+    "openai_base_url",
+    "router_url",
+    "admin_url",
+    "log",
+    "policy",
+    "pid",
+    "backends",
+)
+SHUTDOWN_TIMEOUT_S: Final = 1.0
+CONNECT_TIMEOUT_S: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """Everything ``harness router`` takes; exactly one of ``fleet`` and ``attach_admin``."""
+
+    policy: str
+    fleet: str | None = None
+    attach_admin: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    seed: int = 0
+    log: str = "router-log.jsonl"
+    rates: Rates = field(default_factory=Rates)
+    strategy: Strategy = "round-robin"
+    fleet_procs: int = 1
+    connections: int = 1024  # upstream connection pool size, over all backends
+    read_timeout_s: float = 300.0  # longest silence between two upstream reads
+    api_version: str = DEFAULT_API_VERSION  # for OpenAI-form calls sent to Azure deployment paths
+
+    def check(self) -> None:
+        """Raise InputError for a flag combination that cannot work."""
+        if (self.fleet is None) == (self.attach_admin is None):
+            raise InputError(
+                "the router needs exactly one of --fleet and --attach-admin",
+                "pass --fleet FILE to start a fleet, or --attach-admin http://127.0.0.1:PORT/admin",
+            )
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"--balance must be one of {', '.join(STRATEGIES)}", "pick one of them")
+        if self.fleet_procs < 1:
+            raise InputError("--fleet-procs must be at least 1", "use 1 for a single process")
+        if self.connections < 1:
+            raise InputError("--connections must be at least 1", "use e.g. 1024")
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+class RunningRouter:
+    """A started router: its ready line (``info``), its parts, and ``stop()``."""
+
+    __slots__ = ("_runner", "fleet", "info", "injector", "proxy", "session")
+
+    def __init__(
+        self,
+        info: dict[str, Any],
+        proxy: Proxy,
+        runner: web.AppRunner,
+        session: aiohttp.ClientSession,
+        injector: Injector,
+        fleet: FleetProcess | None,
+    ) -> None:
+        self.info = info
+        self.proxy = proxy
+        self._runner = runner
+        self.session = session
+        self.injector = injector
+        self.fleet = fleet
+
+    async def stop(self) -> None:
+        """Stop listening, close the upstream pool and the log, stop the fleet if we started it."""
+        try:
+            await self._runner.cleanup()
+            await self.session.close()
+        finally:
+            self.injector.close()
+            if self.fleet is not None:
+                await self.fleet.stop()
+
+
+def make_router_app(proxy: Proxy) -> web.Application:
+    """The aiohttp app: every inbound form goes to ``proxy.handle``; plus /router/health, /state."""
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(body=b'{"ok":true}', content_type="application/json")
+
+    async def state(_: web.Request) -> web.Response:
+        backends = proxy.table.describe()
+        for info, n in zip(backends, proxy.balancer.in_flight, strict=True):
+            info["in_flight"] = n
+        body = {
+            **proxy.counts,
+            "affinity_entries": len(proxy.affinity),
+            "injections": proxy.injector.counts,
+            "backends": backends,
+        }
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_get("/router/health", health)
+    app.router.add_get("/router/state", state)
+    app.router.add_route("*", "/openai/{tail:.*}", proxy.handle)
+    app.router.add_route("*", "/v1/{tail:.*}", proxy.handle)
+    return app
+
+
+async def start_router(config: RouterConfig) -> RunningRouter:
+    """Load the policy, start (or attach to) the fleet, listen; raise HarnessError on bad input."""
+    config.check()
+    policy = CompiledPolicy(load_policy(config.policy))
+    fleet: FleetProcess | None = None
+    if config.fleet is not None:
+        from harness.mocks.process import FleetProcess  # pyarrow: only when we start the fleet
+
+        fleet = FleetProcess(config.fleet, procs=config.fleet_procs)
+        endpoints = await fleet.start()
+        admin_url = fleet.admin_url
+    else:
+        assert config.attach_admin is not None
+        admin_url = config.attach_admin.rstrip("/")
+        endpoints = await fetch_endpoints(admin_url)
+    session: aiohttp.ClientSession | None = None
+    injector: Injector | None = None
+    try:
+        table = BackendTable.from_endpoints(endpoints)
+        injector = Injector(config.rates, config.seed, config.log)
+        connector = aiohttp.TCPConnector(
+            limit=config.connections, limit_per_host=config.connections, keepalive_timeout=30.0
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=config.read_timeout_s
+            ),
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding", "User-Agent"),
+        )
+        proxy = Proxy(
+            table,
+            policy,
+            injector,
+            Balancer(len(table), config.strategy),
+            session,
+            api_version=config.api_version,
+        )
+        runner = web.AppRunner(make_router_app(proxy), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, config.host, config.port, backlog=1024).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise InfrastructureError(
+                f"the router cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
+                "choose another --port (0 picks a free one)",
+            ) from None
+    except BaseException:
+        if session is not None:
+            await session.close()
+        if injector is not None:
+            injector.close()
+        if fleet is not None:
+            await fleet.stop()
+        raise
+    port = int(runner.addresses[0][1])
+    base = f"http://{_url_host(config.host)}:{port}"
+    info = {
+        "name": "router",
+        "base_url": base,
+        "azure_endpoint": base,
+        "azure_v1_base_url": base + "/openai/v1",
+        "openai_base_url": base + "/v1",
+        "router_url": base + "/router",
+        "admin_url": admin_url,
+        "log": injector.log_path,
+        "policy": policy.policy.name,
+        "pid": os.getpid(),
+        "backends": table.describe(),
+    }
+    return RunningRouter(info, proxy, runner, session, injector, fleet)
+
+
+# --------------------------------------------------------------------------- process entry
+
+
+def _stop_event(exit_on_stdin_eof: bool) -> asyncio.Event:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+            pass
+    if exit_on_stdin_eof:
+        fd = sys.stdin.fileno()
+
+        def read_until_eof() -> None:
+            try:
+                while os.read(fd, 4096):
+                    pass
+            except OSError:
+                pass
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:
+                pass  # the loop is already closed
+
+        threading.Thread(target=read_until_eof, name="router-stdin-watch", daemon=True).start()
+    return stop
+
+
+async def _serve(config: RouterConfig, exit_on_stdin_eof: bool) -> None:
+    stop = _stop_event(exit_on_stdin_eof)
+    running = await start_router(config)
+    gc.collect()
+    gc.freeze()  # long-lived objects out of the collector's walks: fewer pauses inside streams
+    try:
+        sys.stdout.buffer.write(orjson.dumps(running.info) + b"\n")
+        sys.stdout.buffer.flush()
+        await stop.wait()
+    finally:
+        await running.stop()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # optional; only the entry point picks the loop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def serve_router_forever(config: RouterConfig, *, exit_on_stdin_eof: bool = False) -> int:
+    """Run the router until SIGINT/SIGTERM (or stdin EOF); return the process exit code.
+
+    Bad input prints one line to stderr and returns 2; a fleet or port that cannot be started
+    returns 4.
+    """
+    try:
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            runner.run(_serve(config, exit_on_stdin_eof))
+    except HarnessError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+    return int(ExitCode.PASS)
+
+
+def rates_from_flags(**flags: float) -> Rates:
+    """``Rates`` from ``misroute_rate=...`` style keywords (the CLI's flag names)."""
+    return Rates(**{s: float(flags.get(f"{s}_rate", 0.0)) for s in SWITCHES})
