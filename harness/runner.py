@@ -27,6 +27,8 @@ from harness.auth import build_provider
 from harness.auth.mock import mock_auth
 from harness.clock import RunEpoch
 from harness.compliance import CompiledPolicy, judge, model_family, request_class
+from harness.compliance.judge import attribute_records
+from harness.compliance.router_log import read_log as read_router_log, self_test as router_self_test
 from harness.engine.dispatch import Dispatcher, request_id_prefix
 from harness.engine.targets import ResolvedEndpoint, prepare_routes
 from harness.engine.workers import (
@@ -52,6 +54,7 @@ from harness.metrics.live import Snapshot, show_progress
 from harness.mocks.process import FleetProcess
 from harness.profile import LoadedProfile, Profile, check_remote, load_profile, resolve_secret
 from harness.profile.load import problems_from
+from harness.profile.models import ROUTER_ENDPOINT
 from harness.results import rundir
 from harness.results.reader import read_ledger, read_records
 from harness.results.record import Record
@@ -61,6 +64,7 @@ from harness.workload import Planned, build_plan, planned_rate_rps
 
 if TYPE_CHECKING:
     from harness.metrics.prometheus import PrometheusExporter
+    from harness.router.process import RouterProcess
 
 log = logging.getLogger("harness.run")
 
@@ -280,8 +284,13 @@ async def _run(
     endpoints: dict[str, ResolvedEndpoint] = {}
     exporter: PrometheusExporter | None = None
     gauges: asyncio.Future[None] | None = None
+    router: RouterProcess | None = None
+    events_task: asyncio.Future[None] | None = None
+    events_applied: list[dict[str, Any]] = []
     try:
         endpoints = _resolve_endpoints(loaded, fleet_endpoints)
+        if profile.target.router is not None and fleet is not None:
+            router, endpoints[ROUTER_ENDPOINT] = await _start_router(loaded, fleet, run_dir)
         await start_auth(endpoints)
         routes = prepare_routes(profile, endpoints)
         if workers > 1:
@@ -327,6 +336,8 @@ async def _run(
                 live_judge.violations,
             )
 
+        if fleet is not None and profile.target.events:
+            events_task = asyncio.ensure_future(_fleet_events(fleet, profile, epoch, events_applied))
         abort = _abort_check(live_gate, epoch, profile.gate.abort_grace_s) if live_gate else None
         interrupted, aborted = await _dispatch_with_signals(
             dispatcher, build_plan(profile, loaded.path.parent), snapshot, console, progress, abort
@@ -337,12 +348,15 @@ async def _run(
             ledger = await fleet.fetch_ledger()
             pq.write_table(ledger, run_dir / rundir.LEDGER)
     finally:
-        if gauges is not None:
-            gauges.cancel()
-            await asyncio.gather(gauges, return_exceptions=True)
+        for helper in (gauges, events_task):
+            if helper is not None:
+                helper.cancel()
+                await asyncio.gather(helper, return_exceptions=True)
         await close_auth(endpoints)
         if exporter is not None:
             exporter.stop()
+        if router is not None:
+            await router.stop()
         if fleet is not None:
             await fleet.stop()
 
@@ -355,6 +369,8 @@ async def _run(
         interrupted,
         declared=_declared_clouds(loaded),
         aborted=aborted,
+        fleet_events=events_applied,
+        epoch_wall_ns=epoch.wall_ns,
     )
 
 
@@ -465,6 +481,55 @@ async def _run_workers(
     )
 
 
+async def _fleet_events(
+    fleet: FleetProcess, profile: Profile, epoch: RunEpoch, applied: list[dict[str, Any]]
+) -> None:
+    """Apply ``[[target.events]]`` on their schedule (seconds after the epoch) via the admin API."""
+    for event in sorted(profile.target.events, key=lambda e: e.at_s):
+        delay = (epoch.monotonic_ns + int(event.at_s * 1e9) - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        done: dict[str, Any] = {"at_s": event.at_s, "endpoint": event.endpoint}
+        if event.faults is not None:
+            await fleet.set_faults(event.endpoint, **event.faults.model_dump(exclude={"outage"}))
+            done["faults"] = event.faults.model_dump(exclude_defaults=True)
+        if event.outage is not None:
+            await fleet.set_outage(event.endpoint, event.outage)
+            done["outage"] = event.outage
+        done["applied_s"] = round((time.monotonic_ns() - epoch.monotonic_ns) / 1e9, 6)
+        applied.append(done)
+        log.info("fleet event at %.3f s: %s", done["applied_s"], done)
+
+
+async def _start_router(
+    loaded: LoadedProfile, fleet: FleetProcess, run_dir: Path
+) -> tuple[RouterProcess, ResolvedEndpoint]:
+    """The reference router in front of the running fleet, judging by the run's policy; its
+    injection log lands in the run directory."""
+    from harness.router.inject import Rates
+    from harness.router.process import RouterProcess
+
+    cfg = loaded.profile.target.router
+    assert cfg is not None
+    rates = Rates(
+        misroute=cfg.misroute_rate,
+        spoof_fingerprint=cfg.spoof_fingerprint_rate,
+        duplicate=cfg.duplicate_rate,
+        break_affinity=cfg.break_affinity_rate,
+    )
+    router = RouterProcess(
+        loaded.policy_path,
+        attach_admin=fleet.admin_url,
+        log=run_dir / rundir.ROUTER_LOG,
+        seed=cfg.seed,
+        rates=rates,
+        balance=cfg.balance,
+    )
+    info = await router.start()
+    log.info("reference router at %s (policy %s, switches %s)", info["base_url"], info["policy"], rates)
+    return router, ResolvedEndpoint(ROUTER_ENDPOINT, cfg.dialect, info["base_url"], MOCK_API_KEY)
+
+
 def _declared_clouds(loaded: LoadedProfile) -> dict[str, str]:
     return {n: ep.cloud for n, ep in loaded.profile.target.endpoints.items() if ep.cloud}
 
@@ -567,12 +632,20 @@ def _judge_and_summarize(
     *,
     declared: dict[str, str],
     aborted: str | None = None,
+    fleet_events: list[dict[str, Any]] | None = None,
+    epoch_wall_ns: int | None = None,
 ) -> RunOutcome:
     profile = loaded.profile
     records = read_records(run_dir)
     ledger = read_ledger(run_dir)
     policy = CompiledPolicy(loaded.policy)
     compliance = judge(records, ledger, policy, declared_clouds=declared)
+    router_log = run_dir / rundir.ROUTER_LOG
+    if router_log.is_file():  # the reference router ran: check its injections against the judgement
+        kinds = attribute_records(records, ledger, policy, declared_clouds=declared)["kind"]
+        found = {rid: k for rid, k in zip(records["request_id"], kinds, strict=True) if isinstance(k, str)}
+        started_ns = epoch_wall_ns if epoch_wall_ns is not None else int(started_wall.timestamp() * 1e9)
+        compliance["router_self_test"] = router_self_test(read_router_log(router_log), found, started_ns)
     rundir.write_json(run_dir / rundir.COMPLIANCE, compliance)
 
     validity = profile.validity
@@ -598,6 +671,7 @@ def _judge_and_summarize(
         "interrupted": interrupted,
         "client": profile.client.model_dump(),
         "request_id_prefix": engine.id_prefix,
+        "fleet_events": fleet_events or [],
         "workers": engine.workers_expected,
         "incomplete": list(engine.missing),
         "policy_path": str(loaded.policy_path.resolve()),
@@ -620,6 +694,8 @@ def _judge_and_summarize(
         k: compliance[k]
         for k in ("policy", "verdict", "judged", "violations_total", "by_kind", "by_rule", "served_by_cloud")
     }
+    if "router_self_test" in compliance:
+        summary["compliance"]["router_self_test"] = compliance["router_self_test"]
     run = RunData(
         run_dir,
         records,

@@ -75,21 +75,50 @@ def _attribute(records: pd.DataFrame, ledger: pd.DataFrame | None, declared: dic
     df["ledger_region"] = None
     df["ledger_endpoint"] = None
     df["ledger_rows"] = 0
+    df["ledger_attempts"] = 0
+    df["ledger_elsewhere"] = None
     if ledger is not None and len(ledger):
-        served = ledger.dropna(subset=["request_id"])
-        if "endpoint" not in served.columns:  # a hand-made ledger: the backend is cloud/region then
-            served = served.assign(endpoint=None)
-        first = served.groupby("request_id", sort=False).agg(
+        rows = ledger.dropna(subset=["request_id"])
+        if "endpoint" not in rows.columns:  # a hand-made ledger: the backend is cloud/region then
+            rows = rows.assign(endpoint=None)
+        if "status" not in rows.columns:
+            rows = rows.assign(status=200)
+        # A serving answered the request; a refusal (429, 5xx, or no answer at all: 499) did not,
+        # but the request still reached that backend. The serving row attributes the request
+        # (the first row when none served it); servings count for served_twice; every row's
+        # cloud is judged (a request sent to a forbidden cloud is a misroute even if refused).
+        status = rows["status"]
+        serving = (status != 429) & (status < 499)
+        # the row that produced the answer the client got (its response id) comes first: a request
+        # served twice is attributed to where its answer, and so its state, came from
+        answered = pd.Series(False, index=rows.index)
+        if "response_id" in rows.columns and "response_id" in records.columns:
+            got = records.dropna(subset=["response_id"]).set_index("request_id")["response_id"]
+            got = got[~got.index.duplicated()]
+            answered = rows["response_id"].notna() & (rows["request_id"].map(got) == rows["response_id"])
+        rows = rows.assign(_serving=serving, _answered=answered).sort_values(
+            ["_answered", "_serving"], ascending=False, kind="stable"
+        )
+        first = rows.groupby("request_id", sort=False).agg(
             ledger_cloud=("cloud", "first"),
             ledger_region=("region", "first"),
             ledger_endpoint=("endpoint", "first"),
-            ledger_rows=("cloud", "size"),
+            ledger_rows=("_serving", "sum"),
+            ledger_attempts=("cloud", "size"),
         )
-        df = df.drop(columns=["ledger_cloud", "ledger_region", "ledger_endpoint", "ledger_rows"]).merge(
-            first, how="left", left_on="request_id", right_index=True
-        )
+        df = df.drop(
+            columns=["ledger_cloud", "ledger_region", "ledger_endpoint", "ledger_rows", "ledger_attempts"]
+        ).merge(first, how="left", left_on="request_id", right_index=True)
         df["ledger_rows"] = df["ledger_rows"].fillna(0).astype("int64")
-    in_ledger = df["ledger_rows"] > 0
+        df["ledger_attempts"] = df["ledger_attempts"].fillna(0).astype("int64")
+        multi = df.loc[df["ledger_attempts"] > 1, "request_id"]
+        if len(multi):  # rare (failover, duplication): the other backends each request reached
+            others = rows[rows["request_id"].isin(set(multi))]
+            pairs = others.groupby("request_id", sort=False)[["cloud", "region"]].apply(
+                lambda g: sorted(set(zip(g["cloud"], g["region"], strict=True)))
+            )
+            df["ledger_elsewhere"] = df["request_id"].map(pairs)
+    in_ledger = df["ledger_attempts"] > 0
     df["served"] = in_ledger | (df["status"] > 0)
     declared_cloud = df["endpoint"].map(declared)
 
@@ -168,11 +197,31 @@ def _affinity(frame: pd.DataFrame, policy: CompiledPolicy) -> pd.Series:
     return out
 
 
+def _reached_forbidden(frame: pd.DataFrame, policy: CompiledPolicy) -> pd.Series:
+    """True where a request reached (even if refused there) a cloud or region its rule forbids."""
+    out = pd.Series(False, index=frame.index)
+    has = frame["ledger_elsewhere"].notna()
+    for i in frame.index[has]:
+        r = frame.loc[i]
+        store = None if pd.isna(r["store"]) else bool(r["store"])
+        cls = request_class(r["api"], store, "chained" if r["chained"] else None)
+        family = model_family(r["model"])
+        api, tenant, sold = r["api"], r["tenant"], r["sold_through"]
+        for cloud, region in r["ledger_elsewhere"]:
+            if not policy.decide(cls, family, api, tenant, sold, cloud, region).allowed:
+                out.loc[i] = True
+                break
+    return out
+
+
 def _violation_kind(frame: pd.DataFrame, policy: CompiledPolicy | None = None) -> pd.Series:
     """The violation kind of each row of an attributed, decided frame (None: no violation)."""
     kind = pd.Series(None, index=frame.index, dtype="object")
     unattributed = (frame["attribution"] == "unattributed") & frame["restricting"]
-    kind = kind.where(~(~frame["allowed"] & ~unattributed), "cloud")
+    forbidden = ~frame["allowed"]
+    if policy is not None and "ledger_elsewhere" in frame.columns:
+        forbidden = forbidden | _reached_forbidden(frame, policy)
+    kind = kind.where(~(forbidden & ~unattributed), "cloud")
     kind = kind.where(~unattributed, "unattributed")
     if policy is not None:
         kind = kind.where(~_affinity(frame, policy), "affinity")
@@ -214,6 +263,12 @@ def attribute_records(
     return out
 
 
+def _serving_mask(status: pd.Series | None, index: pd.Index) -> pd.Series:
+    if status is None:
+        return pd.Series(True, index=index)
+    return (status != 429) & (status < 499)
+
+
 def judge(
     records: pd.DataFrame,
     ledger: pd.DataFrame | None,
@@ -236,6 +291,7 @@ def judge(
     if ledger is not None:
         sent_ids = set(records.loc[records["sent_ns"].notna(), "request_id"])
         ledger_ids = ledger["request_id"].dropna()
+        ledger_status = ledger.loc[ledger_ids.index, "status"] if "status" in ledger.columns else None
         base = ledger_ids.str.removesuffix(SETUP_SUFFIX)
         setup = ledger_ids.str.endswith(SETUP_SUFFIX) & base.isin(sent_ids)
         not_sent = int((~ledger_ids.isin(sent_ids) & ~setup).sum())
@@ -247,7 +303,10 @@ def judge(
                 "session_setup_calls": int(setup.sum()),
                 "sent_not_in_ledger": len(sent_ids - set(ledger_ids)),
                 "in_ledger_not_sent": not_sent,
-                "served_more_than_once": int(ledger_ids[~setup].duplicated().sum()),
+                "served_more_than_once": int(
+                    ledger_ids[~setup & _serving_mask(ledger_status, ledger_ids.index)].duplicated().sum()
+                ),
+                "refused_attempts": int((~_serving_mask(ledger_status, ledger_ids.index)).sum()),
             }
         )
         recon["consistent"] = recon["in_ledger_not_sent"] == 0 and recon["served_more_than_once"] == 0

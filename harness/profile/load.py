@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from harness.errors import Problem, ProfileError, RemoteTargetError, SecretMissingError
-from harness.profile.models import API_DIALECTS, Fleet, Policy, Profile
+from harness.profile.models import API_DIALECTS, ROUTER_ENDPOINT, Fleet, Policy, Profile
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -107,6 +107,12 @@ def _route_problems(data: dict[str, Any], fleet: Fleet | None) -> list[Problem]:
         known.update({e.name: list(e.deployments) for e in fleet.endpoints})
         dialects.update({e.name: e.dialect for e in fleet.endpoints})
     target = data.get("target")
+    router = target.get("router") if isinstance(target, dict) else None
+    if isinstance(router, dict):
+        known[ROUTER_ENDPOINT] = None  # the router serves whatever the fleet behind it serves
+        dialect = router.get("dialect", "azure_openai")
+        if isinstance(dialect, str):
+            dialects[ROUTER_ENDPOINT] = dialect
     external = target.get("endpoints") if isinstance(target, dict) else None
     for name in external if isinstance(external, dict) else {}:
         if name in known:
@@ -187,6 +193,16 @@ def load_profile(path: str | Path) -> LoadedProfile:
         except ProfileError as exc:
             problems.append(Problem("target.policy", exc.message))
     problems.extend(_route_problems(data, fleet))
+    if profile is not None and fleet is not None:
+        names = [e.name for e in fleet.endpoints]
+        for i, event in enumerate(profile.target.events):
+            if event.endpoint not in names:
+                problems.append(
+                    Problem(
+                        f"target.events[{i}].endpoint",
+                        f"no fleet endpoint {event.endpoint!r} (the fleet has: {', '.join(names)})",
+                    )
+                )
     if profile is not None:
         for i, scenario in enumerate(profile.scenarios):
             if scenario.trace is not None and not (base / scenario.trace.file).is_file():

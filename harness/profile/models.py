@@ -281,6 +281,48 @@ class Endpoint(Strict):
         return value
 
 
+ROUTER_ENDPOINT = "router"  # the endpoint name routes use for the reference router
+
+
+class RouterTarget(Strict):
+    """The reference router (``harness router``) started in front of the embedded fleet: routes
+    name the endpoint ``"router"`` and the router decides which backend serves each request by
+    the run's policy. The self-test switches break the policy on purpose, each with its own
+    probability per eligible request; the router logs exactly what it did
+    (``router-log.jsonl`` in the run directory) so the judge's findings can be checked against it."""
+
+    dialect: Literal["azure_openai", "openai"] = Field(
+        default="azure_openai", description="URL form the engine uses toward the router"
+    )
+    balance: Literal["round-robin", "least-in-flight"] = "round-robin"
+    seed: int = Field(default=0, ge=0, description="seed of the self-test switches' draws")
+    misroute_rate: float = Field(default=0.0, ge=0, le=1, description="send to a backend the policy forbids")
+    spoof_fingerprint_rate: float = Field(
+        default=0.0, ge=0, le=1, description="serve from a forbidden backend behind Azure's headers"
+    )
+    duplicate_rate: float = Field(default=0.0, ge=0, le=1, description="send to two backends at once")
+    break_affinity_rate: float = Field(
+        default=0.0, ge=0, le=1, description="send a chained stateful call away from its state holder"
+    )
+
+
+class FleetEvent(Strict):
+    """A scheduled change to an embedded fleet endpoint during the run (chaos on a timetable): at
+    ``at_s`` seconds after the load starts, switch its region ``outage`` on or off, and/or replace
+    its ``faults`` (fields as in the fleet file; omitted ones are off)."""
+
+    at_s: float = Field(ge=0, description="seconds after the load starts")
+    endpoint: str = Field(description="a fleet endpoint name")
+    outage: bool | None = Field(default=None, description="region outage on (every request 503) or off")
+    faults: Faults | None = Field(default=None, description="the endpoint's faults from then on")
+
+    @model_validator(mode="after")
+    def _does_something(self) -> FleetEvent:
+        if self.outage is None and self.faults is None:
+            raise ValueError("an event needs outage = true|false and/or a faults table")
+        return self
+
+
 class Target(Strict):
     """What the run talks to: an embedded mock fleet and/or external endpoints, and the policy."""
 
@@ -293,6 +335,22 @@ class Target(Strict):
     )
     allow_remote: bool = Field(default=False, description="permit endpoints outside loopback")
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    router: RouterTarget | None = Field(
+        default=None, description="start the reference router in front of the fleet (endpoint \"router\")"
+    )
+    events: list[FleetEvent] = Field(
+        default_factory=list, description="scheduled outages and faults on fleet endpoints during the run"
+    )
+
+    @model_validator(mode="after")
+    def _router_needs_fleet(self) -> Target:
+        if self.router is not None and self.fleet is None:
+            raise ValueError("[target.router] fronts the embedded fleet: set target.fleet too")
+        if self.events and self.fleet is None:
+            raise ValueError("[[target.events]] change embedded fleet endpoints: set target.fleet too")
+        if ROUTER_ENDPOINT in self.endpoints:
+            raise ValueError(f"the endpoint name {ROUTER_ENDPOINT!r} is reserved for [target.router]")
+        return self
 
 
 class Retry(Strict):

@@ -23,6 +23,7 @@ SUMMARY: Final = "summary.json"
 COMPLIANCE: Final = "compliance.json"
 PROFILE: Final = "profile.resolved.json"
 RUN_LOG: Final = "run.log"
+ROUTER_LOG: Final = "router-log.jsonl"  # the reference router's injection log, when [target.router] ran
 REPORT_HTML: Final = "report.html"
 JUNIT_XML: Final = "junit.xml"
 
