@@ -399,7 +399,12 @@ def _admin_app(backend: AdminBackend) -> web.Application:
 async def _start_site(
     app: web.Application, host: str, port: int, what: str, *, reuse_port: bool = False
 ) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    # handler_cancellation: a client that gives up (timeout, interrupt) cancels its handler at once, so
+    # the ledger row is written when the client left, not when the handler would have finished: the
+    # harness reads the ledger right after its last request, and a late row would be missing from it.
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handler_cancellation=True
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port or None).start()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,12 @@ from harness.profile.models import API_DIALECTS, ROUTER_ENDPOINT, Fleet, Policy,
 M = TypeVar("M", bound=BaseModel)
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _printable(text: str) -> str:
+    """``text`` as is when printable, else escaped (a quoted TOML key may hold a newline or a NUL,
+    and the error must stay on one line)."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _format_loc(data: Any, loc: tuple[int | str, ...]) -> str:
@@ -34,7 +42,7 @@ def _format_loc(data: Any, loc: tuple[int | str, ...]) -> str:
             continue
         if isinstance(node, dict) and item not in node and parts:
             continue  # a union tag or a model-level error, not a key
-        parts.append(f".{item}" if parts else str(item))
+        parts.append(f".{_printable(str(item))}" if parts else _printable(str(item)))
         node = node.get(item) if isinstance(node, dict) else None
     return "".join(parts)
 
@@ -46,7 +54,7 @@ def _message(err: Any) -> str:
     if kind == "missing":
         return "required key is missing"
     msg = str(err.get("msg", "invalid value"))
-    return msg.removeprefix("Value error, ")
+    return _printable(msg.removeprefix("Value error, "))
 
 
 def problems_from(exc: ValidationError, data: Any) -> list[Problem]:
@@ -58,11 +66,20 @@ def read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ProfileError(str(path), [Problem("", "file not found")]) from None
+        raise ProfileError(_printable(str(path)), [Problem("", "file not found")]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(str(path), [Problem("", f"not valid TOML: {exc}")]) from None
+        raise ProfileError(_printable(str(path)), [Problem("", f"not valid TOML: {exc}")]) from None
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.object[exc.start]:#04x} at offset {exc.start}"
+        raise ProfileError(
+            _printable(str(path)), [Problem("", f"not UTF-8 text ({where}); save it as UTF-8")]
+        ) from None
     except OSError as exc:
-        raise ProfileError(str(path), [Problem("", f"cannot read: {exc.strerror}")]) from None
+        raise ProfileError(
+            _printable(str(path)), [Problem("", f"cannot read: {exc.strerror or exc}")]
+        ) from None
+    except ValueError as exc:  # a path with a NUL byte in it
+        raise ProfileError(_printable(str(path)), [Problem("", f"not a usable file name: {exc}")]) from None
 
 
 def load_model(path: Path, model: type[M]) -> M:
@@ -70,7 +87,7 @@ def load_model(path: Path, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(str(path), problems_from(exc, data)) from None
+        raise ProfileError(_printable(str(path)), problems_from(exc, data)) from None
 
 
 def load_fleet(path: str | Path) -> Fleet:
@@ -160,6 +177,60 @@ def _route_problems(data: dict[str, Any], fleet: Fleet | None) -> list[Problem]:
     return problems
 
 
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _looks_like_a_key(value: str) -> bool:
+    """A long token of letters and digits without an underscore: an API key, not a variable name.
+
+    Variable names (AZURE_OPENAI_API_KEY) have underscores; Azure keys are 32 hex digits, OpenAI
+    keys long alphanumerics. Only values that would pass as a name are checked here (the model
+    refuses the rest without repeating them).
+    """
+    return (
+        len(value) >= 24
+        and "_" not in value
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+    )
+
+
+def _secret_problems(data: dict[str, Any]) -> list[Problem]:
+    """Keys pasted into the profile instead of named: refused, and never repeated in the message."""
+    problems: list[Problem] = []
+    target = data.get("target")
+    endpoints = target.get("endpoints") if isinstance(target, dict) else None
+    for name, ep in endpoints.items() if isinstance(endpoints, dict) else ():
+        if not isinstance(ep, dict):
+            continue
+        key = f"target.endpoints.{_printable(str(name))}"
+        env = ep.get("api_key_env")
+        if isinstance(env, str) and _ENV_NAME_RE.match(env) and _looks_like_a_key(env):
+            problems.append(
+                Problem(
+                    f"{key}.api_key_env",
+                    "looks like an API key, not the name of an environment variable; export the key "
+                    "(e.g. AZURE_OPENAI_API_KEY=...) and put that variable's name here",
+                )
+            )
+        url = ep.get("base_url")
+        if isinstance(url, str):
+            try:
+                parts = urlsplit(url)
+                has_secret = bool(parts.username or parts.password or parts.query or parts.fragment)
+            except ValueError:
+                has_secret = False  # the model reports the malformed URL
+            if has_secret:
+                problems.append(
+                    Problem(
+                        f"{key}.base_url",
+                        "must not carry credentials, a query or a fragment (they end up in logs and "
+                        "results); give scheme://host[:port] and name the key's variable in api_key_env",
+                    )
+                )
+    return problems
+
+
 def load_profile(path: str | Path) -> LoadedProfile:
     """Load a profile, its fleet and its policy, and check the references between them.
 
@@ -171,10 +242,13 @@ def load_profile(path: str | Path) -> LoadedProfile:
     data = read_toml(path)
     problems: list[Problem] = []
     profile: Profile | None = None
+    secret_problems = _secret_problems(data)
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
-        problems.extend(problems_from(exc, data))
+        flagged = {p.path for p in secret_problems}
+        problems.extend(p for p in problems_from(exc, data) if p.path not in flagged)
+    problems.extend(secret_problems)
 
     base = path.parent
     target = data.get("target")
@@ -213,8 +287,25 @@ def load_profile(path: str | Path) -> LoadedProfile:
                     )
                 )
     if problems or profile is None or policy is None or policy_path is None:
-        raise ProfileError(str(path), problems)
+        raise ProfileError(_printable(str(path)), problems)
     return LoadedProfile(path, profile, fleet, fleet_path, policy, policy_path)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1, ::ffff:127.x.y.z).
+
+    A hostname is judged by its name only, never resolved: ``127.0.0.1.example.com`` is remote.
+    """
+    host = host.lower().rstrip(".")
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def check_remote(loaded: LoadedProfile) -> None:
@@ -223,7 +314,7 @@ def check_remote(loaded: LoadedProfile) -> None:
         return
     for name, endpoint in loaded.profile.target.endpoints.items():
         host = (urlsplit(endpoint.base_url).hostname or "").lower()
-        if host not in LOOPBACK_HOSTS and not host.startswith("127."):
+        if not is_loopback_host(host):
             raise RemoteTargetError(
                 f"{loaded.path}: target.endpoints.{name} points at {host}, outside loopback",
                 "set `allow_remote = true` under [target] if you mean to load a remote system",
