@@ -287,6 +287,7 @@ async def _run(
     router: RouterProcess | None = None
     events_task: asyncio.Future[None] | None = None
     events_applied: list[dict[str, Any]] = []
+    fleet_failed = False
     try:
         endpoints = _resolve_endpoints(loaded, fleet_endpoints)
         if profile.target.router is not None and fleet is not None:
@@ -338,13 +339,25 @@ async def _run(
 
         if fleet is not None and profile.target.events:
             events_task = asyncio.ensure_future(_fleet_events(fleet, profile, epoch, events_applied))
-        abort = _abort_check(live_gate, epoch, profile.gate.abort_grace_s) if live_gate else None
+        gate_check = _abort_check(live_gate, epoch, profile.gate.abort_grace_s) if live_gate else None
+        fleet_check = _fleet_check(fleet) if fleet is not None else None
+        checks = [c for c in (fleet_check, gate_check) if c is not None]
+
+        def abort() -> str | None:
+            return next((reason for check in checks if (reason := check()) is not None), None)
+
         interrupted, aborted = await _dispatch_with_signals(
-            dispatcher, build_plan(profile, loaded.path.parent), snapshot, console, progress, abort
+            dispatcher,
+            build_plan(profile, loaded.path.parent),
+            snapshot,
+            console,
+            progress,
+            abort if checks else None,
         )
         writer.close()
         finished_wall = datetime.now(UTC)
-        if fleet is not None:
+        fleet_failed = fleet is not None and fleet.returncode is not None
+        if fleet is not None and not fleet_failed:
             ledger = await fleet.fetch_ledger()
             pq.write_table(ledger, run_dir / rundir.LEDGER)
     finally:
@@ -371,6 +384,7 @@ async def _run(
         aborted=aborted,
         fleet_events=events_applied,
         epoch_wall_ns=epoch.wall_ns,
+        fleet_failed=fleet_failed,
     )
 
 
@@ -479,6 +493,22 @@ async def _run_workers(
         interrupted,
         declared=_declared_clouds(loaded),
     )
+
+
+def _fleet_check(fleet: FleetProcess) -> Callable[[], str | None]:
+    """A check the dispatch loop calls every second: the embedded fleet died (reason), or None.
+
+    Without it a dead fleet turns the rest of the run into connection errors, and the ledger it
+    held is gone, so the run ends now, with partial results judged without a ledger (exit 4).
+    """
+
+    def check() -> str | None:
+        code = fleet.returncode
+        if code is None:
+            return None
+        return f"the mock fleet exited with code {code} mid-run; stopped early, judged without its ledger"
+
+    return check
 
 
 async def _fleet_events(
@@ -634,6 +664,7 @@ def _judge_and_summarize(
     aborted: str | None = None,
     fleet_events: list[dict[str, Any]] | None = None,
     epoch_wall_ns: int | None = None,
+    fleet_failed: bool = False,
 ) -> RunOutcome:
     profile = loaded.profile
     records = read_records(run_dir)
@@ -733,6 +764,8 @@ def _judge_and_summarize(
     if aborted is not None:
         # the threshold that stopped the run failed, whatever the partial data say at the end
         code = ExitCode.THRESHOLDS_FAILED if verdict.exit_code == ExitCode.PASS else verdict.exit_code
+        if fleet_failed:
+            code = ExitCode.INFRASTRUCTURE
         verdict = Verdict(code.name, code, (aborted, *verdict.reasons))
     summary["meta"]["aborted"] = aborted
     summary["thresholds"] = [r.to_json() for r in results]

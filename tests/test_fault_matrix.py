@@ -126,6 +126,7 @@ max_schedule_lag_p99_ms = 5000
 max_event_loop_lag_p99_ms = 5000
 [[scenarios]]
 name = "chat"
+api = "{"bedrock.converse" if dialect == "bedrock" else "chat.completions"}"
 stream = {str(stream).lower()}
 prompt_tokens = {prompt_tokens}
 max_tokens = 8
@@ -339,12 +340,6 @@ async def test_429_storm_with_honour_retry_after_records_attempts(
     assert set(ledger["request_id"]) == set(records["request_id"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a retry is sent with the same x-ms-client-request-id, so the ledger holds one row per "
-    "attempt and harness/compliance/judge.py counts a retried request as served_more_than_once and "
-    "a served_twice violation (fix proposed in the reliability report)",
-)
 async def test_429_storm_with_honour_retry_after_reconciles(
     shared_fleet: SharedFleet, tmp_path: Path
 ) -> None:
@@ -466,15 +461,7 @@ async def test_midstream_disconnect_is_a_reset_with_partial_data(
     "transport",
     [
         "aiohttp",
-        pytest.param(
-            "lean",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: Dispatcher._attempt_lean drops the status (and first_byte_ns) of a stream cut "
-                "after its headers, so the record says status 0 and compliance counts a served request as "
-                "unserved when no ledger exists (harness/engine/dispatch.py; diff in the reliability report)",
-            ),
-        ),
+        "lean",
     ],
 )
 async def test_midstream_disconnect_keeps_the_status_and_first_byte(
@@ -622,11 +609,6 @@ async def test_bad_eventstream_crc_is_a_protocol_error_at_transport_level(tmp_pa
     assert error_kind(sink.parser.error) == "protocol"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine cannot drive Bedrock from a profile yet: prepare_routes builds Azure OpenAI requests "
-    "for every dialect (harness/engine/targets.py), so a Bedrock mock answers 404, not a bad-CRC stream",
-)
 async def test_bad_eventstream_crc_from_a_bedrock_profile_is_a_protocol_error(
     shared_fleet: SharedFleet, tmp_path: Path
 ) -> None:

@@ -170,12 +170,6 @@ def test_second_signal_stops_at_once_and_takes_the_fleet_with_it(tmp_path: Path)
     assert not any(alive(pid) for pid in fleet_pids)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: harness/runner.py does not watch the embedded fleet process; when it dies the run goes on "
-    "sending into refused connections until duration_s, then fails to fetch the ledger and exits 4 "
-    "without summary.json (fix proposed in the reliability report)",
-)
 def test_fleet_dying_mid_run_ends_the_run_promptly_with_partial_results(tmp_path: Path) -> None:
     """The embedded fleet killed mid-run: the run stops early, exits 4, and leaves a run directory
     (records, a summary judged without the ledger) that `harness report` accepts."""

@@ -58,7 +58,7 @@ class _StreamSink:
     """Receives a stream's body from the lean transport's ``data_received``: each read is parsed
     at once and its content chunks get the read's timestamp (ns from the run epoch)."""
 
-    __slots__ = ("_error_body", "epoch_ns", "feed", "nbytes", "parser", "status", "token_ns")
+    __slots__ = ("_error_body", "epoch_ns", "feed", "headers_ns", "nbytes", "parser", "status", "token_ns")
 
     def __init__(self, epoch_ns: int, parser: StreamState) -> None:
         self.epoch_ns = epoch_ns
@@ -67,10 +67,12 @@ class _StreamSink:
         self.token_ns: list[int] = []
         self.nbytes = 0
         self.status = 0
+        self.headers_ns = 0
         self._error_body: list[bytes] = []
 
     def on_headers(self, status: int, headers: Any, t_ns: int) -> None:
         self.status = status
+        self.headers_ns = t_ns
 
     def on_body(self, data: bytes, t_ns: int) -> None:
         self.nbytes += len(data)
@@ -449,6 +451,9 @@ class Dispatcher:
                 rec.done_ns = time.monotonic_ns() - epoch_ns
                 rec.bytes_in += sink.nbytes
                 rec.chunks = sink.parser.content_chunks
+                if sink.status:  # the headers came: the request was served, even if cut short later
+                    rec.status = sink.status
+                    rec.first_byte_ns = sink.headers_ns - epoch_ns
                 if sink.token_ns:
                     rec.first_token_ns = sink.token_ns[0]
                     rec.token_ns = sink.token_ns
