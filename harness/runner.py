@@ -265,6 +265,8 @@ async def _run(
     profile = loaded.profile
     rundir.write_json(run_dir / rundir.PROFILE, profile.model_dump(mode="json", by_alias=True))
     log.info("run %s: profile %s, seed %d", run_dir.name, loaded.path, profile.seed)
+    if not profile.client.tls_verify:
+        log.warning("client.tls_verify = false: server certificates are NOT checked in this run")
 
     fleet: FleetProcess | None = None
     fleet_endpoints: list[dict[str, Any]] = []

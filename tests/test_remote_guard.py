@@ -137,7 +137,7 @@ async def test_mocks_bind_loopback_by_default() -> None:
 
 
 @pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
     """A server TLS context with a self-signed certificate for 127.0.0.1 (trusted by nobody)."""
     tmp = tmp_path_factory.mktemp("tls")
     subprocess.run(
@@ -152,14 +152,52 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
     )  # fmt: skip
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
-    return context
+    return context, tmp / "cert.pem"
+
+
+async def _serve_tls(context: ssl.SSLContext) -> tuple[web.AppRunner, str, list[int]]:
+    reached = [0]
+
+    async def handler(request: web.Request) -> web.Response:
+        reached[0] += 1
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handler)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    return runner, f"https://127.0.0.1:{runner.addresses[0][1]}", reached
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "lean"])
+@pytest.mark.parametrize("trust", ["ca_file", "verify_off"])
+async def test_tls_trust_can_be_extended_or_explicitly_switched_off(
+    tmp_path: Path, self_signed: tuple[ssl.SSLContext, Path], transport: str, trust: str
+) -> None:
+    """The same untrusted server is reached once the profile names its CA (tls_ca_file) or turns
+    verification off explicitly (tls_verify = false)."""
+    context, cert = self_signed
+    runner, url, reached = await _serve_tls(context)
+    option = f'tls_ca_file = "{cert}"' if trust == "ca_file" else "tls_verify = false"
+    try:
+        profile = target_profile(
+            tmp_path, url, allow_remote=False, client=f'transport = "{transport}"\n{option}'
+        )
+        outcome = await run_loaded(prepare(profile), tmp_path / "r", progress=False, report=False)
+    finally:
+        await runner.cleanup()
+    records = pd.read_parquet(outcome.run_dir / "requests.parquet")
+    assert len(records) > 0 and reached[0] == len(records)
+    assert "connect" not in set(records["error_kind"].dropna())
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "lean"])
 async def test_tls_certificates_are_verified_by_default(
-    tmp_path: Path, self_signed: ssl.SSLContext, transport: str
+    tmp_path: Path, self_signed: tuple[ssl.SSLContext, Path], transport: str
 ) -> None:
     """An HTTPS target with an untrusted certificate gets connect errors and no request reaches it."""
+    self_signed_context = self_signed[0]
     reached = 0
 
     async def handler(request: web.Request) -> web.Response:
@@ -171,7 +209,7 @@ async def test_tls_certificates_are_verified_by_default(
     app.router.add_post("/{tail:.*}", handler)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self_signed).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self_signed_context).start()
     url = f"https://127.0.0.1:{runner.addresses[0][1]}"
     try:
         profile = target_profile(tmp_path, url, allow_remote=False, client=f'transport = "{transport}"')

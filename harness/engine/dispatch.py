@@ -100,6 +100,16 @@ class Counters:
         return self.ok + self.error + self.timeout + self.dropped + self.cancelled
 
 
+def tls_context_of(client: Client) -> ssl.SSLContext:
+    """The TLS context of both transports: the system's trust store (plus ``tls_ca_file``), with
+    certificate and host-name checks unless the profile explicitly turns them off."""
+    context = ssl.create_default_context(cafile=client.tls_ca_file)
+    if not client.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def make_session(client: Client) -> aiohttp.ClientSession:
     """One ClientSession with every limit set explicitly from the profile (aiohttp's defaults
     silently queue beyond 100 connections and cut requests at 300 s)."""
@@ -108,6 +118,7 @@ def make_session(client: Client) -> aiohttp.ClientSession:
         limit_per_host=client.connections_per_host,
         ttl_dns_cache=300,
         keepalive_timeout=30,
+        ssl=tls_context_of(client),
     )
     timeout = aiohttp.ClientTimeout(
         total=client.request_timeout_s,
@@ -395,7 +406,7 @@ class Dispatcher:
                 host, port, target, tls = split_url(route.url)
                 if route.endpoint not in self._pools:
                     if tls and tls_context is None:
-                        tls_context = ssl.create_default_context()
+                        tls_context = tls_context_of(client)
                     self._pools[route.endpoint] = LeanPool(
                         host,
                         port,

@@ -393,6 +393,14 @@ class Client(Strict):
         description="aiohttp (proxies, every TLS option) or lean: the engine's own HTTP/1.1 "
         "transport (harness.engine.transport), much cheaper per request and per streamed chunk",
     )
+    tls_verify: bool = Field(
+        default=True,
+        description="check server certificates and host names; false only for a test gateway with a "
+        "self-signed certificate, never a real cloud (the run log and summary say so)",
+    )
+    tls_ca_file: str | None = Field(
+        default=None, description="a PEM bundle to trust in addition to the system's (a private CA)"
+    )
 
     @model_validator(mode="after")
     def _in_flight_within_connections(self) -> Client:
