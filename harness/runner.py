@@ -50,7 +50,7 @@ from harness.gate.verdict import (
     parse_thresholds,
     threshold_error,
 )
-from harness.metrics.live import Snapshot, show_progress
+from harness.metrics.live import LiveStats, Snapshot, show_progress
 from harness.mocks.process import FleetProcess
 from harness.profile import LoadedProfile, Profile, check_remote, load_profile, resolve_secret
 from harness.profile.load import problems_from
@@ -61,6 +61,8 @@ from harness.results.record import Record
 from harness.results.summary import summarize, write_summary
 from harness.results.writer import RecordWriter
 from harness.workload import Planned, build_plan, planned_rate_rps
+from harness.workload.closed import closed_loops
+from harness.workload.plan import scenario_rates_rps
 
 if TYPE_CHECKING:
     from harness.metrics.prometheus import PrometheusExporter
@@ -305,12 +307,15 @@ async def _run(
         writer = RecordWriter(run_dir / rundir.REQUESTS)
 
         live_gate = _live_gate(profile)
+        rates = scenario_rates_rps(profile, loaded.path.parent)
+        live = LiveStats([(s.name, r) for s, r in zip(profile.scenarios, rates, strict=True)])
 
         exporter = _start_exporter(prometheus, console)
         observe = exporter.observe if exporter is not None else None
 
         def sink(rec: Record) -> None:
             writer.add(rec)
+            live.add(rec)
             violated = live_judge(rec)
             if live_gate is not None:
                 live_gate.add(rec, violated)
@@ -318,25 +323,20 @@ async def _run(
                 observe(rec, violated)
 
         epoch = RunEpoch.now(lead_ns=START_LEAD_NS)
-        dispatcher = Dispatcher(routes, profile.client, epoch, sink)
+        dispatcher = Dispatcher(routes, profile.client, epoch, sink, closed=closed_loops(profile))
         counters = dispatcher.counters
-        target_rps = planned_rate_rps(profile, loaded.path.parent)
         if exporter is not None:
             gauges = asyncio.ensure_future(_feed_gauges(exporter, counters))
 
         def snapshot() -> Snapshot:
             elapsed = max(0.0, (time.monotonic_ns() - epoch.monotonic_ns) / 1e9)
-            return Snapshot(
+            return live.snapshot(
                 elapsed,
                 profile.duration_s,
-                target_rps,
-                counters.sent,
-                counters.in_flight,
-                counters.ok,
-                counters.error,
-                counters.timeout,
-                counters.dropped,
+                counters,
                 live_judge.violations,
+                dispatcher.schedule_lag,
+                dispatcher.loop_lag,
             )
 
         if fleet is not None and profile.target.events:

@@ -17,7 +17,7 @@ import asyncio
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import aiohttp
@@ -27,6 +27,7 @@ from harness.auth import encode_header_lines
 from harness.clock import RunEpoch
 from harness.engine.sessions import SessionRunner
 from harness.engine.targets import PreparedRoute
+from harness.engine.timer import PreciseSleeper
 from harness.engine.transport import LeanPool, RequestHead, TransportError, host_header, split_url
 from harness.metrics.histogram import LatencyHistogram
 from harness.profile.models import Client
@@ -34,6 +35,7 @@ from harness.protocols.events import StreamState, error_kind
 from harness.protocols.fingerprint import attribute
 from harness.protocols.retry import retry_after_s
 from harness.results.record import Record
+from harness.workload.closed import CLOSED_INDEX_BASE, ClosedLoop
 
 RecordSink = Callable[[Record], None]
 
@@ -87,14 +89,37 @@ class _StreamSink:
         return b"".join(self._error_body)
 
 
+class _Arrival:
+    """A closed-loop request's place in time, shaped like a plan entry for ``_new_record``."""
+
+    __slots__ = ("index", "offset_ns")
+
+    def __init__(self, index: int, offset_ns: int) -> None:
+        self.index = index
+        self.offset_ns = offset_ns
+
+
 class Counters:
     """Live counts the progress view reads; plain ints, updated only on the event loop."""
 
-    __slots__ = ("cancelled", "dropped", "error", "in_flight", "ok", "planned", "sent", "timeout")
+    __slots__ = (
+        "cancelled",
+        "dropped",
+        "error",
+        "in_flight",
+        "max_in_flight_seen",
+        "ok",
+        "planned",
+        "sent",
+        "timeout",
+        "timer_wakeups",
+    )
 
     def __init__(self) -> None:
         self.planned = self.sent = self.in_flight = 0
         self.ok = self.error = self.timeout = self.dropped = self.cancelled = 0
+        self.max_in_flight_seen = 0  # high-water mark of in_flight (bounded by the cap)
+        self.timer_wakeups = 0  # scheduler timer wake-ups (its CPU cost is per wake-up)
 
     def finished(self) -> int:
         return self.ok + self.error + self.timeout + self.dropped + self.cancelled
@@ -130,7 +155,42 @@ def make_session(client: Client) -> aiohttp.ClientSession:
         timeout=timeout,
         auto_decompress=False,
         headers={"User-Agent": "llm-loadharness/0.1"},
+        trace_configs=[phase_trace()],
     )
+
+
+def phase_trace() -> aiohttp.TraceConfig:
+    """Connection-pool wait and connect time onto the record (``pool_wait_ns``, ``connect_ns``).
+
+    The request passes its Record as ``trace_request_ctx``; aiohttp calls these around the
+    pool queue (all ``limit`` connections busy) and around opening a new connection (TCP + TLS).
+    A reused keep-alive connection fires neither, so the common case costs nothing extra.
+    """
+    mono = time.monotonic_ns
+    trace = aiohttp.TraceConfig()
+
+    async def queued_start(session: Any, ctx: Any, params: Any) -> None:
+        ctx.queued_ns = mono()
+
+    async def queued_end(session: Any, ctx: Any, params: Any) -> None:
+        rec = ctx.trace_request_ctx
+        if isinstance(rec, Record):
+            rec.pool_wait_ns += mono() - ctx.queued_ns
+
+    async def create_start(session: Any, ctx: Any, params: Any) -> None:
+        ctx.connect_ns = mono()
+
+    async def create_end(session: Any, ctx: Any, params: Any) -> None:
+        rec = ctx.trace_request_ctx
+        if isinstance(rec, Record):
+            rec.connect_ns += mono() - ctx.connect_ns
+
+    trace.on_connection_queued_start.append(queued_start)
+    trace.on_connection_queued_end.append(queued_end)
+    trace.on_connection_create_start.append(create_start)
+    trace.on_connection_create_end.append(create_end)
+    trace.freeze()
+    return trace
 
 
 def request_id_prefix() -> str:
@@ -154,8 +214,11 @@ class Dispatcher:
         *,
         worker: int = 0,
         id_prefix: str | None = None,
+        closed: Sequence[ClosedLoop] = (),
     ) -> None:
         self.routes = routes
+        self.closed = tuple(closed)  # closed-loop scenarios (harness.workload.closed), run beside the plan
+        self._closed_seq = CLOSED_INDEX_BASE + (worker << 40)
         self.client = client
         self.epoch_ns = epoch.monotonic_ns
         self.sink = sink
@@ -175,6 +238,7 @@ class Dispatcher:
         self.schedule_lag = LatencyHistogram()
         self.loop_lag = LatencyHistogram()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._users: set[asyncio.Task[None]] = set()  # closed-loop users
         self._session: aiohttp.ClientSession | None = None
         self._lean = client.transport == "lean"
         self._pools: dict[str, LeanPool] = {}  # by endpoint name (lean transport)
@@ -186,6 +250,8 @@ class Dispatcher:
         self.graceful_stop_s = max(
             (r[0].session.graceful_stop_s for r in routes if r and r[0].session is not None), default=0.0
         )
+        self.precise_timer = True  # timerfd wake-ups (harness.engine.timer); False: ms timers + yield
+        self._sleeper: PreciseSleeper | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -201,19 +267,29 @@ class Dispatcher:
             self._session = make_session(self.client)
         monitor = asyncio.create_task(self._monitor_loop_lag())
         try:
+            self._start_users()
             await self._schedule(plan)
+            timeout = (
+                drain_timeout_s
+                if drain_timeout_s is not None
+                else max(self.client.request_timeout_s + 5, self.graceful_stop_s)
+            )
+            if self._users:  # users stop starting requests at the run's end, then finish their last
+                end_ns = max(c.end_ns for c in self.closed) + self.epoch_ns
+                await asyncio.wait(set(self._users), timeout=max(0, end_ns - time.monotonic_ns()) / 1e9)
+                if self._users:
+                    await asyncio.wait(set(self._users), timeout=timeout)
             if self._tasks:
-                timeout = (
-                    drain_timeout_s
-                    if drain_timeout_s is not None
-                    else max(self.client.request_timeout_s + 5, self.graceful_stop_s)
-                )
                 await asyncio.wait(set(self._tasks), timeout=timeout)
         except asyncio.CancelledError:
             self.stopped_early = True
             raise
         finally:
             monitor.cancel()
+            for user in self._users:
+                user.cancel()
+            if self._users:
+                await asyncio.gather(*self._users, return_exceptions=True)
             await self._cancel_in_flight()
             if self._session is not None:
                 await self._session.close()
@@ -253,50 +329,112 @@ class Dispatcher:
         discard = tasks.discard
         create_task = asyncio.get_running_loop().create_task
         sessions = self.sessions
+        sleeper = self._sleeper = PreciseSleeper(allow_timerfd=self.precise_timer)
+        until = sleeper.until
+        yielded = mono()
+        try:
+            for p in plan:
+                due = epoch_ns + p.offset_ns
+                # Absolute due time; a precise (timerfd) wake-up only when not yet due, so a busy
+                # dispatcher dispatches every arrival already due in one pass without sleeping —
+                # but yields to the loop after 1 ms of such a pass, so responses keep flowing.
+                now = mono()
+                if now < due:
+                    await until(due)
+                    yielded = mono()
+                elif now - yielded > 1_000_000:
+                    await asyncio.sleep(0)
+                    yielded = mono()
+                counters.planned += p.turns
+                route = routes[p.scenario][p.route]
+                rec = self._new_record(p, route)
+                now = mono()
+                lag = now - due
+                s_idx = p.scenario
+                if counters.in_flight >= cap or scenario_in_flight[s_idx] >= scenario_caps[s_idx]:
+                    self._drop_planned(p, route, rec, "in_flight_cap")
+                    continue
+                if lag > scenario_budgets[s_idx]:
+                    self._drop_planned(p, route, rec, "lag_budget")
+                    continue
+                record_lag(lag)
+                rec.sent_ns = now - epoch_ns
+                counters.sent += 1
+                counters.in_flight += 1
+                counters.max_in_flight_seen = max(counters.max_in_flight_seen, counters.in_flight)
+                scenario_in_flight[s_idx] += 1
+                if route.session is not None:
+                    coro = sessions.run(route, p, rec)
+                elif p.session is not None and route.store:
+                    coro = sessions.chained_turn(route, p, rec)
+                elif p.prompt_tokens:  # a trace row
+                    if p.session is not None:
+                        rec.session_id = f"{self.id_prefix}s{p.scenario:x}-{p.session:x}"
+                        rec.turn = p.turn
+                    template, tokens_in = route.variant(p.prompt_tokens, p.max_tokens or route.max_tokens)
+                    rec.tokens_in = tokens_in
+                    rec.bytes_out = len(template.body)
+                    coro = self._send(route, rec, template.body)
+                else:
+                    coro = self._send(route, rec)
+                task = create_task(coro)
+                tasks.add(task)
+                task.add_done_callback(discard)
+        finally:
+            counters.timer_wakeups = sleeper.wakeups
+            sleeper.close()
+
+    # ------------------------------------------------------------------ closed loop
+
+    def _start_users(self) -> None:
+        create_task = asyncio.get_running_loop().create_task
+        for loop in self.closed:
+            for u in loop.my_users():
+                task = create_task(self._closed_user(loop, u))
+                self._users.add(task)
+                task.add_done_callback(self._users.discard)
+
+    async def _closed_user(self, loop: ClosedLoop, user: int) -> None:
+        """One closed-loop user: send, wait for the whole response, think, repeat until the run ends.
+
+        ``intended_ns`` is when the user meant to send (its start, then previous done + think
+        time), so schedule lag stays the dispatcher's own lateness. At the in-flight cap (other
+        scenarios filled it) the request is recorded as ``dropped`` and the user thinks again.
+        """
+        mono = time.monotonic_ns
+        epoch_ns = self.epoch_ns
+        counters = self.counters
+        record_lag = self.schedule_lag.record_ns
+        s_idx = loop.scenario
+        routes = self.routes[s_idx]
+        scenario_in_flight = self.scenario_in_flight
+        scenario_cap = self.scenario_caps[s_idx]
+        cap = self.max_in_flight
+        stream = loop.user(user)
         sleep = asyncio.sleep
-        for p in plan:
-            due = epoch_ns + p.offset_ns
-            # Sleep to the absolute due time. uvloop rounds timers to whole milliseconds and can
-            # wake early, so re-check; sub-millisecond remainders yield to the loop instead.
-            while True:
-                delay = due - mono()
-                if delay <= 0:
-                    break
-                await sleep(delay / 1e9 if delay > 1_000_000 else 0)
-            counters.planned += p.turns
-            route = routes[p.scenario][p.route]
-            rec = self._new_record(p, route)
+        intended = loop.start_ns(user)
+        end = loop.end_ns
+        while intended < end:
+            delay = epoch_ns + intended - mono()
+            if delay > 0:
+                await sleep(delay / 1e9)
+            route = routes[stream.route()]
+            index = self._closed_seq
+            self._closed_seq = index + 1
+            rec = self._new_record(_Arrival(index, intended), route)
+            counters.planned += 1
             now = mono()
-            lag = now - due
-            s_idx = p.scenario
-            if counters.in_flight >= cap or scenario_in_flight[s_idx] >= scenario_caps[s_idx]:
-                self._drop_planned(p, route, rec, "in_flight_cap")
-                continue
-            if lag > scenario_budgets[s_idx]:
-                self._drop_planned(p, route, rec, "lag_budget")
-                continue
-            record_lag(lag)
-            rec.sent_ns = now - epoch_ns
-            counters.sent += 1
-            counters.in_flight += 1
-            scenario_in_flight[s_idx] += 1
-            if route.session is not None:
-                coro = sessions.run(route, p, rec)
-            elif p.session is not None and route.store:
-                coro = sessions.chained_turn(route, p, rec)
-            elif p.prompt_tokens:  # a trace row
-                if p.session is not None:
-                    rec.session_id = f"{self.id_prefix}s{p.scenario:x}-{p.session:x}"
-                    rec.turn = p.turn
-                template, tokens_in = route.variant(p.prompt_tokens, p.max_tokens or route.max_tokens)
-                rec.tokens_in = tokens_in
-                rec.bytes_out = len(template.body)
-                coro = self._send(route, rec, template.body)
+            if counters.in_flight >= cap or scenario_in_flight[s_idx] >= scenario_cap:
+                self._drop(rec, "in_flight_cap")
             else:
-                coro = self._send(route, rec)
-            task = create_task(coro)
-            tasks.add(task)
-            task.add_done_callback(discard)
+                record_lag(max(0, now - epoch_ns - intended))
+                rec.sent_ns = now - epoch_ns
+                counters.sent += 1
+                counters.in_flight += 1
+                counters.max_in_flight_seen = max(counters.max_in_flight_seen, counters.in_flight)
+                scenario_in_flight[s_idx] += 1
+                await self._send(route, rec)
+            intended = mono() - epoch_ns + stream.think_ns()
 
     def _new_record(self, p, route: PreparedRoute, index: int | None = None) -> Record:
         if index is None:
@@ -470,6 +608,7 @@ class Dispatcher:
                     rec.token_ns = sink.token_ns
         else:
             resp = await pool.request(head, body)
+        rec.connect_ns += resp.connect_ns
         rec.first_byte_ns = resp.first_byte_ns - epoch_ns
         status = resp.status
         rec.status = status
@@ -505,7 +644,7 @@ class Dispatcher:
         if route.auth is not None:  # per-request credentials (cached by the provider)
             headers.update(route.auth.headers("POST", url, data))
             url = yarl.URL(url, encoded=True)  # sent exactly as signed (yarl would decode %3A)
-        async with self._session.post(url, data=data, headers=headers) as resp:
+        async with self._session.post(url, data=data, headers=headers, trace_request_ctx=rec) as resp:
             rec.first_byte_ns = mono() - epoch_ns
             status = resp.status
             rec.status = status

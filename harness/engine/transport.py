@@ -281,15 +281,17 @@ class Headers(Mapping[str, str]):
 
 class Response:
     """A completed response. ``body`` is the whole body when the request had no sink (else
-    None: the sink got it); ``first_byte_ns`` is the monotonic time of its first read."""
+    None: the sink got it); ``first_byte_ns`` is the monotonic time of its first read;
+    ``connect_ns`` how long opening its connection took (0 on a reused keep-alive connection)."""
 
-    __slots__ = ("body", "first_byte_ns", "headers", "status")
+    __slots__ = ("body", "connect_ns", "first_byte_ns", "headers", "status")
 
     def __init__(self, status: int, headers: Headers, first_byte_ns: int, body: bytes | None) -> None:
         self.status = status
         self.headers = headers
         self.first_byte_ns = first_byte_ns
         self.body = body
+        self.connect_ns = 0
 
     def __repr__(self) -> str:
         size = "sink" if self.body is None else f"{len(self.body)} B"
@@ -669,7 +671,15 @@ class LeanPool:
             if self._open >= self.limit:
                 raise PoolExhausted(f"all {self.limit} connections are busy")
             conn = await self._connect()
-            fut = conn.send(head, body, sink, _mono(), t0)  # connecting counts towards the total
+            t1 = _mono()
+            fut = conn.send(head, body, sink, t1, t0)  # connecting counts towards the total
+            try:
+                resp = await fut
+            except asyncio.CancelledError:
+                conn.abandon(fut)
+                raise
+            resp.connect_ns = t1 - t0
+            return resp
         try:
             return await fut
         except asyncio.CancelledError:

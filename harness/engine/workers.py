@@ -48,6 +48,7 @@ from harness.profile.models import Fleet
 from harness.results.record import Record
 from harness.results.writer import RecordWriter
 from harness.workload import build_plan
+from harness.workload.closed import closed_loops
 
 log = logging.getLogger("harness.workers")
 
@@ -320,6 +321,7 @@ class ShardRun:
                 self._sink,
                 worker=self.k,
                 id_prefix=self.spec["id_prefix"],
+                closed=closed_loops(self.profile, worker=self.k, workers=self.n),
             )
             plan = shard(build_plan(self.profile, Path(self.spec["base_dir"])), self.k, self.n)
             task = asyncio.ensure_future(self.dispatcher.run(plan))

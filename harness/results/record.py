@@ -57,6 +57,8 @@ class Record:
         "response_id",
         "attempt_sent_ns",
         "retry_wait_ns",
+        "pool_wait_ns",
+        "connect_ns",
     )
 
     request_id: str
@@ -99,6 +101,8 @@ class Record:
     response_id: str | None
     attempt_sent_ns: int | None
     retry_wait_ns: int
+    pool_wait_ns: int
+    connect_ns: int
 
     def __init__(
         self,
@@ -143,6 +147,8 @@ class Record:
         response_id: str | None = None,
         attempt_sent_ns: int | None = None,
         retry_wait_ns: int = 0,
+        pool_wait_ns: int = 0,
+        connect_ns: int = 0,
     ) -> None:
         self.request_id = request_id
         self.index = index
@@ -184,6 +190,8 @@ class Record:
         self.response_id = response_id
         self.attempt_sent_ns = attempt_sent_ns
         self.retry_wait_ns = retry_wait_ns
+        self.pool_wait_ns = pool_wait_ns
+        self.connect_ns = connect_ns
 
     def as_row(self) -> tuple[Any, ...]:
         """The field values in ``RECORD_FIELDS`` order (the ``token_ns`` list is shared, not copied)."""
@@ -228,6 +236,8 @@ class Record:
             self.response_id,
             self.attempt_sent_ns,
             self.retry_wait_ns,
+            self.pool_wait_ns,
+            self.connect_ns,
         )
 
     def __repr__(self) -> str:

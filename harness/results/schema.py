@@ -13,6 +13,11 @@ Glossary (all times int64 ns from the run epoch; null when the moment never happ
   token_ns        arrival time of each content-bearing chunk (ITL = diff of this list)
   attempt_sent_ns when the final attempt was sent (= sent_ns without retries)
   retry_wait_ns   total time spent waiting between attempts (Retry-After), ns
+  pool_wait_ns    total time the request waited for a free connection in the client's pool, over
+                  all attempts (aiohttp TraceConfig; always 0 on the lean transport, which never
+                  queues); null in files before schema v3
+  connect_ns      total time spent opening new connections (TCP + TLS) for the request, over all
+                  attempts; 0 when every attempt reused a keep-alive connection; null before v3
 
 Retries: ``attempts`` counts the attempts made (0 when never sent). Latency "with retries" is
 measured from intended_ns (or sent_ns); "without retries" from attempt_sent_ns.
@@ -26,7 +31,7 @@ from typing import Final
 
 import pyarrow as pa
 
-RECORD_SCHEMA_VERSION: Final = 2
+RECORD_SCHEMA_VERSION: Final = 3
 LEDGER_SCHEMA_VERSION: Final = 1
 
 OUTCOMES: Final = ("ok", "error", "timeout", "dropped", "cancelled")
@@ -93,6 +98,9 @@ RECORD_SCHEMA: Final = pa.schema(
         pa.field("response_id", pa.string()),  # chatcmpl-/resp_ id from the body
         pa.field("attempt_sent_ns", _ts),
         pa.field("retry_wait_ns", pa.int64(), nullable=False),
+        # connection phases (schema v3); absent from v2 files
+        pa.field("pool_wait_ns", pa.int64()),
+        pa.field("connect_ns", pa.int64()),
     ],
     metadata={"harness.record_schema_version": str(RECORD_SCHEMA_VERSION)},
 )

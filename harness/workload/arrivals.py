@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable, Iterator
 
 from harness.profile.models import (
+    ClosedArrival,
     ConstantArrival,
     GammaArrival,
     PoissonArrival,
@@ -27,7 +28,7 @@ from harness.profile.models import (
 )
 
 NS_PER_S = 1_000_000_000
-AnyArrival = ConstantArrival | PoissonArrival | GammaArrival | RampArrival | StepsArrival
+AnyArrival = ConstantArrival | PoissonArrival | GammaArrival | RampArrival | StepsArrival | ClosedArrival
 
 
 def constant(rate_rps: float, duration_s: float) -> Iterator[int]:
@@ -132,7 +133,10 @@ def steps(arrival: StepsArrival, duration_s: float, rng: random.Random) -> Itera
 
 
 def offsets_ns(arrival: AnyArrival, duration_s: float, rng: random.Random) -> Iterator[int]:
-    """Dispatch on the profile's arrival model."""
+    """Dispatch on the profile's arrival model. A closed loop plans nothing ahead: its users send
+    when their previous request is done (harness.workload.closed), so it yields no offsets."""
+    if isinstance(arrival, ClosedArrival):
+        return iter(())
     if isinstance(arrival, ConstantArrival):
         return constant(arrival.rate_rps, duration_s)
     if isinstance(arrival, PoissonArrival):
@@ -145,7 +149,10 @@ def offsets_ns(arrival: AnyArrival, duration_s: float, rng: random.Random) -> It
 
 
 def mean_rate_rps(arrival: AnyArrival, duration_s: float) -> float:
-    """Expected arrivals per second over a run of ``duration_s``."""
+    """Expected arrivals per second over a run of ``duration_s`` (0 for a closed loop: its rate is
+    whatever the target's speed allows, nothing is planned)."""
+    if isinstance(arrival, ClosedArrival):
+        return 0.0
     if isinstance(arrival, ConstantArrival | PoissonArrival | GammaArrival):
         return arrival.rate_rps
     if isinstance(arrival, RampArrival):
@@ -163,7 +170,10 @@ def mean_rate_rps(arrival: AnyArrival, duration_s: float) -> float:
 
 
 def scaled_arrival(arrival: AnyArrival, factor: float) -> AnyArrival:
-    """The same process with every rate multiplied by ``factor`` (shape and timing kept)."""
+    """The same process with every rate multiplied by ``factor`` (shape and timing kept); a closed
+    loop scales its user count (at least one user)."""
+    if isinstance(arrival, ClosedArrival):
+        return arrival.model_copy(update={"users": max(1, round(arrival.users * factor))})
     if isinstance(arrival, ConstantArrival | PoissonArrival | GammaArrival):
         return arrival.model_copy(update={"rate_rps": arrival.rate_rps * factor})
     if isinstance(arrival, RampArrival):

@@ -219,15 +219,21 @@ def _trace_rate_rps(profile: Profile, scenario: Scenario, base_dir: Path) -> flo
     return n / profile.duration_s
 
 
-def planned_rate_rps(profile: Profile, base_dir: Path | None = None) -> float:
-    """The profile's total mean request rate over its duration (session turns and trace rows
-    included; a trace scenario costs one streaming pass over its rows)."""
+def scenario_rates_rps(profile: Profile, base_dir: Path | None = None) -> list[float]:
+    """Each scenario's planned mean request rate over the run (session turns and trace rows
+    included; a trace scenario costs one streaming pass over its rows; closed-loop users plan
+    nothing ahead: 0)."""
     base = base_dir if base_dir is not None else Path.cwd()
-    total = 0.0
+    rates = []
     for s in profile.scenarios:
         if s.trace is not None:
-            total += _trace_rate_rps(profile, s, base)
+            rates.append(_trace_rate_rps(profile, s, base))
         else:
             assert s.arrival is not None
-            total += mean_rate_rps(s.arrival, profile.duration_s) * mean_turns(s)
-    return total
+            rates.append(mean_rate_rps(s.arrival, profile.duration_s) * mean_turns(s))
+    return rates
+
+
+def planned_rate_rps(profile: Profile, base_dir: Path | None = None) -> float:
+    """The profile's total planned mean request rate (see :func:`scenario_rates_rps`)."""
+    return sum(scenario_rates_rps(profile, base_dir))
