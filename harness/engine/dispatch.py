@@ -143,7 +143,9 @@ def make_session(client: Client) -> aiohttp.ClientSession:
         limit_per_host=client.connections_per_host,
         ttl_dns_cache=300,
         keepalive_timeout=30,
-        ssl=tls_context_of(client),
+        # aiohttp's own verifying default unless the profile changes trust (building a context
+        # loads the system CA store: tens of ms, which would make the first arrivals late)
+        ssl=tls_context_of(client) if client.tls_ca_file or not client.tls_verify else True,
     )
     timeout = aiohttp.ClientTimeout(
         total=client.request_timeout_s,
