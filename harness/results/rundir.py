@@ -54,9 +54,19 @@ def new_run_dir(results_root: Path, profile_name: str, now: datetime | None = No
         return candidate
 
 
+def _missing_as_null(obj: Any) -> None:
+    """pandas' missing-value markers (``pd.NA``, ``pd.NaT``) read from records become JSON null."""
+    if type(obj).__name__ in ("NAType", "NaTType"):
+        return None
+    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically (a temporary file in the same directory, renamed)."""
-    data = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+    data = (
+        orjson.dumps(obj, default=_missing_as_null, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+        + b"\n"
+    )
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
