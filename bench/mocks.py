@@ -2,21 +2,31 @@
 and clients to the other (the machine is shared and noisy: compare the ratios).
 
 (a) Non-stream requests: one mock process (an azure_openai endpoint with zero latency) against a
-    bare aiohttp handler returning one fixed JSON body (bench/minimal_target.py), under the same
-    closed-loop lean client. Server CPU µs per request from /proc (psutil). Target: mock ≤ 1.5×.
+    bare aiohttp handler returning one fixed JSON body (bench/minimal_target.py), interleaved
+    rounds, twice: closed loop (each connection sends on a reply) by ``bench/rr_client.c``
+    (compiled with the system's cc on the fly; 64 connections; fast enough to keep either server
+    saturated, so both get full batching; without a compiler, 2 lean Python client processes)
+    and paced (``--paced-rps`` in total by 2 lean client processes × 32 connections, the same
+    offered load for every server, so batching per loop turn is alike). Server CPU µs per request from
+    /proc (psutil). Target: mock ≤ 1.5× bare. ``--before DIR`` adds the mock of another checkout
+    (e.g. main before a change) to the same rounds.
 (b) harness core vs mock core: CPU per request of `harness run` (a generated profile, external
     endpoint = the mock, non-stream, constant rate) and of the mock, over the same steady window.
     Target: one mock core serves ≥ 2× what one harness core drives.
 (c) Emission accuracy of concurrent streams at a fixed inter-token time (ITL, default 20 ms) for
     several stream counts (default 500, 800 and the 2,000 target). c0: sleeping only, no I/O,
-    ``DueScheduler`` vs ``asyncio.sleep`` (CPU per wake-up). c1: a bench SSE server that writes
-    Azure chunks and sleeps with ``EndpointRuntime.sleep_until`` (batched) or ``asyncio.sleep``,
-    measured server-side (write times) and client-side; then the real Azure mock, measured
-    client-side only, by 4 lean client processes. ITL error = |(t_i − t_(i−1)) − ITL| per token
-    after a stream's first; target p99 ≤ 2 ms. Client-side numbers are only meaningful while the
-    clients' core is not saturated (cliCPU column).
+    ``DueScheduler`` vs ``asyncio.sleep`` (CPU per wake-up). c1: the real Azure mock (its stream
+    tokens go out through the emitter wheel, ``harness.mocks.emitter``), measured client-side by
+    4 lean client processes: ITL error = |(t_i − t_(i−1)) − ITL| per token after a stream's first;
+    target p99 ≤ 2 ms. Also the server's CPU per token delivered and the share of due tokens
+    delivered. ``--mock-procs N --server-cpus 0,1,..`` adds the same fleet served by N processes
+    (``--procs N``, SO_REUSEPORT), labelled as such; ``--before DIR`` the mock of another
+    checkout; ``--reference-servers`` the bench's own SSE servers (``sleep_until`` vs
+    ``asyncio.sleep``, also timed server-side). Client-side numbers are only meaningful while the
+    clients' core is not saturated (cliCPU column, flagged).
 
-    .venv/bin/python bench/mocks.py [--duration-s 8] [--streams 500,800,2000] [--itl-ms 20] [--only a,b,c]
+    .venv/bin/python bench/mocks.py [--duration-s 8] [--streams 500,800,2000] [--itl-ms 20]
+        [--only a,b,c|c1] [--paced-rps 2000] [--before DIR] [--mock-procs N --server-cpus 0,1]
 
 Internal sub-commands (the driver starts them): ``_rr-client``, ``_sse-client``, ``_sse-server``,
 ``_sleep-micro``.
@@ -125,11 +135,34 @@ def _cpu_s(pid: int, tree: bool = False) -> float:
     return total
 
 
-def _start_mock(tmp: Path, cpu: int, *, itl_ms: float = 0, output_tokens: int | None = 1) -> tuple[Any, dict]:
+def _start_mock(
+    tmp: Path,
+    cpu: int | set[int],
+    *,
+    itl_ms: float = 0,
+    output_tokens: int | None = 1,
+    procs: int = 1,
+    root: Path = ROOT,
+) -> tuple[Any, dict]:
+    """Start ``python -m harness.mocks`` (from the checkout ``root``) pinned to ``cpu``; with
+    ``procs`` > 1 its SO_REUSEPORT workers are pinned there too (one cpu each, round robin)."""
     fleet = tmp / f"fleet-{itl_ms}-{output_tokens}.toml"
     out = f", output_tokens = {output_tokens}" if output_tokens else ""
     fleet.write_text(FLEET.format(itl_ms=itl_ms, out=out))
-    proc, line = _spawn([sys.executable, "-m", "harness.mocks", "--fleet", str(fleet)], cpu)
+    args = [sys.executable, "-m", "harness.mocks", "--fleet", str(fleet), "--procs", str(procs)]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cpus = sorted(cpu) if isinstance(cpu, set) else [cpu]
+    proc = subprocess.Popen(args, text=True, cwd=root, env=env, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+    os.sched_setaffinity(proc.pid, set(cpus))
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"{args} exited before it was ready")
+    if procs > 1:
+        import psutil
+
+        for k, child in enumerate(psutil.Process(proc.pid).children(recursive=True)):
+            os.sched_setaffinity(child.pid, {cpus[k % len(cpus)]})
     return proc, json.loads(line)
 
 
@@ -157,11 +190,13 @@ def _request_bytes(host: str, port: int, body: bytes) -> bytes:
 _CL = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 
 
-async def _rr_client(port: int, conns: int, duration_s: float) -> dict[str, int]:
-    """Closed loop: ``conns`` keep-alive connections, each sends the next request on a reply."""
+async def _rr_client(port: int, conns: int, duration_s: float, rate: float = 0.0) -> dict[str, int]:
+    """``conns`` keep-alive connections, each sends its next request on a reply (closed loop) or,
+    with ``rate`` > 0 (requests/s over all connections), on a reply but not before its turn in a
+    fixed schedule (paced: the same offered load whatever the server)."""
     loop = asyncio.get_running_loop()
-    body = b'{"messages":[{"role":"user","content":"hello"}],"max_tokens":1}'
-    request = _request_bytes("127.0.0.1", port, body)
+    gap = conns / rate if rate > 0 else 0.0
+    request = _request_bytes("127.0.0.1", port, RR_BODY)
     counts = {"ok": 0, "other": 0}
     end = loop.time() + duration_s
     done = loop.create_future()
@@ -171,7 +206,12 @@ async def _rr_client(port: int, conns: int, duration_s: float) -> dict[str, int]
         def connection_made(self, transport: Any) -> None:
             self.t = transport
             self.buf = bytearray()
+            self.due = loop.time()
             transport.write(request)
+
+        def send(self) -> None:
+            if not self.t.is_closing():
+                self.t.write(request)
 
         def data_received(self, data: bytes) -> None:
             buf = self.buf
@@ -186,7 +226,13 @@ async def _rr_client(port: int, conns: int, duration_s: float) -> dict[str, int]
                     return
                 counts["ok" if buf[9:12] == b"200" else "other"] += 1
                 del buf[:total]
-                if loop.time() < end:
+                now = loop.time()
+                if now < end:
+                    if gap:
+                        self.due = max(self.due + gap, now - gap)  # no bursts to catch up
+                        if self.due > now:
+                            loop.call_at(self.due, self.send)
+                            continue
                     self.t.write(request)
                 else:
                     self.t.close()
@@ -200,6 +246,8 @@ async def _rr_client(port: int, conns: int, duration_s: float) -> dict[str, int]
 
     for _ in range(conns):
         await loop.create_connection(RR, "127.0.0.1", port)
+        if gap:
+            await asyncio.sleep(gap / conns)  # spread the connections' turns over one gap
     await asyncio.wait_for(done, timeout=duration_s + 30)
     return counts
 
@@ -229,7 +277,7 @@ async def _sse_client(
     itl_s = itl_ms / 1000.0
     early_bin = min(HIST_BINS, int(itl_ms / HIST_BIN_MS))
     hist = [0] * (HIST_BINS + 1)
-    stats = {"events": 0, "reads": 0, "started": 0}
+    stats = {"events": 0, "reads": 0, "started": 0, "window_events": 0}
     lo, hi = window
     finished = loop.create_future()
     remaining = streams
@@ -248,6 +296,8 @@ async def _sse_client(
             n = data.count(_TOKEN) - data.count(_EMPTY)
             if n > 0:
                 stats["events"] += n
+                if lo <= now < hi:
+                    stats["window_events"] += n
                 if not self.prev:
                     stats["started"] += 1
                 elif lo <= now < hi:
@@ -429,10 +479,43 @@ def _run_clients(args: list[list[str]], cpu: int, timeout: float) -> list[dict[s
     return out
 
 
-def _rr(port: int, cpu: int, duration: float, server_pid: int, clients: int = 2) -> tuple[float, float]:
-    """Closed-loop lean clients against ``port``: (requests/s, server CPU µs per request)."""
+RR_BODY = b'{"messages":[{"role":"user","content":"hello"}],"max_tokens":1}'
+
+
+def build_c_client(tmp: Path) -> Path | None:
+    """Compile bench/rr_client.c with the system's C compiler (None if there is none)."""
+    import shutil
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    exe = tmp / "rr_client"
+    cmd = [cc, "-O2", "-o", str(exe), str(ROOT / "bench/rr_client.c")]
+    done = subprocess.run(cmd, check=False, capture_output=True)
+    return exe if done.returncode == 0 else None
+
+
+def _rr(
+    port: int,
+    cpu: int,
+    duration: float,
+    server_pid: int,
+    clients: int = 2,
+    rate: float = 0.0,
+    c_client: Path | None = None,
+) -> tuple[float, float]:
+    """Lean clients against ``port``, closed loop or paced at ``rate`` requests/s in total:
+    (requests/s, server CPU µs per request). With ``c_client`` (closed loop only): one C process
+    × 64 connections instead, fast enough to keep any of these servers saturated."""
     cpu0 = _cpu_s(server_pid)
-    args = [[sys.executable, __file__, "_rr-client", str(port), "32", str(duration)] for _ in range(clients)]
+    per = str(rate / clients)
+    args = [
+        [sys.executable, __file__, "_rr-client", str(port), "32", str(duration), per] for _ in range(clients)
+    ]
+    if c_client is not None and rate == 0:
+        request = c_client.parent / f"request-{port}.http"
+        request.write_bytes(_request_bytes("127.0.0.1", port, RR_BODY))
+        args = [[str(c_client), str(port), "64", str(duration), str(request)]]
     results = _run_clients(args, cpu, duration + 60)
     cpu1 = _cpu_s(server_pid)
     ok = sum(r["ok"] for r in results)
@@ -445,34 +528,65 @@ def _rr(port: int, cpu: int, duration: float, server_pid: int, clients: int = 2)
 # --------------------------------------------------------------------------- parts
 
 
-def part_a(tmp: Path, server_cpu: int, client_cpu: int, duration: float, rounds: int) -> None:
-    print(
-        f"(a) non-stream, closed loop (2 lean client processes × 32 connections), {duration:g} s × {rounds}"
+def part_a(
+    tmp: Path,
+    server_cpu: int,
+    client_cpu: int,
+    duration: float,
+    rounds: int,
+    before: Path | None,
+    paced_rps: float,
+) -> None:
+    c_client = build_c_client(tmp)
+    closed_by = (
+        "1 C client process × 64 connections" if c_client else "2 lean client processes × 32 connections"
     )
-    mock, info = _start_mock(tmp, server_cpu)
-    mock_port = int(info["base_url"].rsplit(":", 1)[1])
-    bare, line = _spawn([sys.executable, str(ROOT / "bench/minimal_target.py")], server_cpu)
-    bare_port = int(line)
-    rows: dict[str, list[tuple[float, float]]] = {"bare": [], "mock": []}
+    print(
+        f"(a) non-stream, {duration:g} s × {rounds} interleaved rounds: closed loop ({closed_by}: every "
+        f"server saturated), then paced at {paced_rps:g} req/s in total by 2 lean client processes × 32 "
+        f"connections (the same offered load for every server)"
+    )
+    servers: dict[str, tuple[Any, int]] = {}
+    labels = {"bare": "bare aiohttp handler", "mock": "mock (azure_openai, 0 ms)"}
+    modes = {"closed": 0.0, "paced": paced_rps} if paced_rps > 0 else {"closed": 0.0}
+    rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
-        _rr(mock_port, client_cpu, 1.0, mock.pid)  # warm-up
-        _rr(bare_port, client_cpu, 1.0, bare.pid)
+        mock, info = _start_mock(tmp, server_cpu)
+        servers["mock"] = (mock, int(info["base_url"].rsplit(":", 1)[1]))
+        bare, line = _spawn([sys.executable, str(ROOT / "bench/minimal_target.py")], server_cpu)
+        servers["bare"] = (bare, int(line))
+        if before is not None:
+            old, info = _start_mock(tmp, server_cpu, root=before)
+            servers["before"] = (old, int(info["base_url"].rsplit(":", 1)[1]))
+            labels["before"] = "mock, before (--before)"
+        for proc, port in servers.values():
+            _rr(port, client_cpu, 1.0, proc.pid, c_client=c_client)  # warm-up
         for _ in range(rounds):
-            rows["bare"].append(_rr(bare_port, client_cpu, duration, bare.pid))
-            rows["mock"].append(_rr(mock_port, client_cpu, duration, mock.pid))
+            for mode, rate in modes.items():
+                for key in labels:  # interleaved: every round measures each server once per mode
+                    proc, port = servers[key]
+                    rows.setdefault((mode, key), []).append(
+                        _rr(port, client_cpu, duration, proc.pid, rate=rate, c_client=c_client)
+                    )
     finally:
-        _stop(mock)
-        _stop(bare)
+        for proc, _ in servers.values():
+            _stop(proc)
     med = {
         k: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for k, v in rows.items()
     }
-    print(f"  {'server':<26} {'req/s':>8} {'server CPU/req':>15}   (each round)")
-    for key, label in (("bare", "bare aiohttp handler"), ("mock", "mock (azure_openai, 0 ms)")):
-        each = "  ".join(f"{c:.1f}" for _, c in rows[key])
-        print(f"  {label:<26} {med[key][0]:>8.0f} {med[key][1]:>12.1f} µs   ({each})")
-    ratio = med["mock"][1] / med["bare"][1]
-    verdict = "met" if ratio <= 1.5 else "MISSED"
-    print(f"  mock / bare CPU per request: {ratio:.2f}× (target ≤ 1.5×: {verdict})")
+    print(f"  {'mode':<7} {'server':<26} {'req/s':>8} {'server CPU/req':>15}   (each round)")
+    for mode in modes:
+        for key, label in labels.items():
+            each = "  ".join(f"{c:.1f}" for _, c in rows[(mode, key)])
+            r, c = med[(mode, key)]
+            print(f"  {mode:<7} {label:<26} {r:>8.0f} {c:>12.1f} µs   ({each})")
+    for mode in modes:
+        ratio = med[(mode, "mock")][1] / med[(mode, "bare")][1]
+        verdict = "met" if ratio <= 1.5 else "MISSED"
+        extra = ""
+        if before is not None:
+            extra = f"; before: {med[(mode, 'before')][1] / med[(mode, 'bare')][1]:.2f}×"
+        print(f"  {mode}: mock / bare CPU per request: {ratio:.2f}× (target ≤ 1.5×: {verdict}){extra}")
 
 
 def part_b(tmp: Path, server_cpu: int, client_cpu: int, duration: float, rate: int) -> None:
@@ -532,6 +646,7 @@ def _sse_round(
     duration: float,
     clients: int,
     collect_url: str | None,
+    server_cores: int = 1,
 ) -> None:
     """One emission measurement: clients start together (after a ready/go handshake), streams
     ramp up over 1 s, and the window skips the ramp and the end."""
@@ -560,11 +675,11 @@ def _sse_round(
         p.stdin.write(f"{start_at} {window[0]} {window[1]}\n")
         p.stdin.flush()
     time.sleep(max(0.0, window[0] - time.monotonic()))
-    cpu0, t0 = _cpu_s(server_pid), time.monotonic()
+    cpu0, t0 = _cpu_s(server_pid, tree=True), time.monotonic()
     if collect_url:
         _post(collect_url + "?on=1")  # slow when the server is saturated: the CPU is read first
     time.sleep(max(0.0, window[1] - time.monotonic()))
-    cpu1, t1 = _cpu_s(server_pid), time.monotonic()
+    cpu1, t1 = _cpu_s(server_pid, tree=True), time.monotonic()
     if collect_url:
         _post(collect_url + "?on=0")
     results = []
@@ -576,7 +691,12 @@ def _sse_round(
     client_cpu_s = sum(r["cpu_s"] for r in results)
     client_busy = client_cpu_s / (duration + spread + 1.2)
     busy = (cpu1 - cpu0) / span
-    line = f"  {label:<30} {streams:>7} {busy * 100:>5.0f}% {busy / (streams / itl_ms * 1000) * 1e6:>5.1f}"
+    delivered = sum(r["window_events"] for r in results) / (window[1] - window[0])  # tokens/s in the window
+    offered = streams / itl_ms * 1000
+    per_token = (cpu1 - cpu0) / max(1.0, delivered * span) * 1e6
+    line = (
+        f"  {label:<30} {streams:>7} {busy * 100:>5.0f}% {per_token:>5.1f} {delivered / offered * 100:>4.0f}%"
+    )
     if collect_url:
         srv = _get_json(collect_url.replace("/collect", "/stats"))["hist"]
         line += f" {_hist_pct(srv, 0.5):>6.2f} {_hist_pct(srv, 0.99):>6.2f} {_hist_pct(srv, 0.999):>7.2f}"
@@ -586,8 +706,10 @@ def _sse_round(
         f" {_hist_pct(client_hist, 0.5):>6.2f} {_hist_pct(client_hist, 0.99):>6.2f} "
         f"{_hist_pct(client_hist, 0.999):>7.2f}  {client_busy * 100:>5.0f}%"
     )
-    if busy >= 0.9:
+    if busy >= 0.9 * server_cores:
         line += "  (server saturated)"
+    if client_busy >= 0.9:
+        line += "  (clients saturated: client-side numbers show the clients)"
     started = sum(r["started"] for r in results)
     if started < streams:
         line += f"  (only {started} streams got a token)"
@@ -598,14 +720,26 @@ def _sse_round(
 
 
 def part_c(
-    tmp: Path, server_cpu: int, client_cpu: int, duration: float, sweep: list[int], itl_ms: float
+    tmp: Path,
+    server_cpus: set[int],
+    client_cpu: int,
+    duration: float,
+    sweep: list[int],
+    itl_ms: float,
+    *,
+    mock_procs: int,
+    before: Path | None,
+    reference_servers: bool,
+    sleep_micro: bool,
 ) -> None:
     clients = 4
+    server_cpu = min(server_cpus)
     print(f"(c) emission at ITL {itl_ms:g} ms, {duration:g} s windows; |ITL error| percentiles in ms")
-    print(f"  c0: sleeping only, no I/O, one process on cpu {server_cpu}")
-    print(f"  {'strategy':<30} {'streams':>7} {'CPU/wake':>9} {'p50':>6} {'p99':>6} {'p99.9':>6}")
+    if sleep_micro:
+        print(f"  c0: sleeping only, no I/O, one process on cpu {server_cpu}")
+        print(f"  {'strategy':<30} {'streams':>7} {'CPU/wake':>9} {'p50':>6} {'p99':>6} {'p99.9':>6}")
     steps = int(duration * 1000 / itl_ms)
-    for streams in sweep:
+    for streams in sweep if sleep_micro else ():
         for mode, label in (("batched", "DueScheduler (sleep_until)"), ("asyncio", "asyncio.sleep")):
             cmd = [sys.executable, __file__, "_sleep-micro", mode, str(streams), str(itl_ms), str(steps)]
             (r,) = _run_clients([cmd], server_cpu, duration + 120)
@@ -616,40 +750,53 @@ def part_c(
                 flush=True,
             )
     print(
-        f"  c1: SSE streams (~400 B Azure chunks), server on cpu {server_cpu}, {clients} lean client "
-        f"processes on cpu {client_cpu}; s = server-side (write times), c = client-side (read times)"
+        f"  c1: SSE streams (~450 B Azure chunks), {clients} lean client processes on cpu {client_cpu}; "
+        f"s = server-side (write times), c = client-side (read times); srvCPU = the server's CPU "
+        f"(all its processes), µs/ev = server CPU per token delivered in the window, rate = tokens "
+        f"delivered / tokens due"
     )
+    if mock_procs > 1:
+        print(
+            f"  NOTE: 'Azure mock ×{mock_procs}' is ONE fleet served by {mock_procs} processes "
+            f"(`harness mock --procs {mock_procs}`, SO_REUSEPORT) on cpus {sorted(server_cpus)}"
+        )
     print(
-        f"  {'server':<30} {'streams':>7} {'srvCPU':>6} {'µs/ev':>5} {'s p50':>6} {'s p99':>6} "
+        f"  {'server':<30} {'streams':>7} {'srvCPU':>6} {'µs/ev':>5} {'rate':>5} {'s p50':>6} {'s p99':>6} "
         f"{'s p99.9':>7} {'c p50':>6} {'c p99':>6} {'c p99.9':>7}  {'cliCPU':>6}"
     )
     tokens = int((duration + 3.0) * 1000 / itl_ms)
-    mock, info = _start_mock(tmp, server_cpu, itl_ms=itl_ms, output_tokens=tokens)
-    mock_port = int(info["base_url"].rsplit(":", 1)[1])
-    servers = {}
+    # (label, process, port, collect url, cores it may use)
+    servers: list[tuple[str, Any, int, str | None, int]] = []
     try:
-        for mode in ("batched", "asyncio"):
-            servers[mode] = _spawn(
-                [sys.executable, __file__, "_sse-server", mode, str(itl_ms), str(tokens)], server_cpu
+        mock, info = _start_mock(tmp, server_cpu, itl_ms=itl_ms, output_tokens=tokens)
+        servers.append(("Azure mock (emitter wheel)", mock, int(info["base_url"].rsplit(":", 1)[1]), None, 1))
+        if mock_procs > 1:
+            many, info = _start_mock(tmp, server_cpus, itl_ms=itl_ms, output_tokens=tokens, procs=mock_procs)
+            port = int(info["base_url"].rsplit(":", 1)[1])
+            servers.append((f"Azure mock ×{mock_procs} (--procs)", many, port, None, len(server_cpus)))
+        if before is not None:
+            old, info = _start_mock(tmp, server_cpu, itl_ms=itl_ms, output_tokens=tokens, root=before)
+            servers.append(
+                ("Azure mock, before (--before)", old, int(info["base_url"].rsplit(":", 1)[1]), None, 1)
             )
-        for streams in sweep:
+        if reference_servers:
             for mode, label in (
                 ("batched", "runtime.sleep_until (batched)"),
                 ("asyncio", "asyncio.sleep per token"),
             ):
-                proc, line = servers[mode]
+                proc, line = _spawn(
+                    [sys.executable, __file__, "_sse-server", mode, str(itl_ms), str(tokens)], server_cpu
+                )
                 port = int(line)
+                servers.append((label, proc, port, f"http://127.0.0.1:{port}/collect", 1))
+        for streams in sweep:
+            for label, proc, port, collect_url, cores in servers:
                 _sse_round(
                     label, port, proc.pid, client_cpu, streams=streams, itl_ms=itl_ms, duration=duration,
-                    clients=clients, collect_url=f"http://127.0.0.1:{port}/collect",
+                    clients=clients, collect_url=collect_url, server_cores=cores,
                 )  # fmt: skip
-            _sse_round(
-                "Azure mock (azure_openai)", mock_port, mock.pid, client_cpu, streams=streams, itl_ms=itl_ms,
-                duration=duration, clients=clients, collect_url=None,
-            )  # fmt: skip
     finally:
-        _stop(mock)
-        for proc, _ in servers.values():
+        for _, proc, _, _, _ in servers:
             _stop(proc)
 
 
@@ -661,7 +808,7 @@ def _internal(argv: list[str]) -> int:
 
     cmd, rest = argv[0], argv[1:]
     if cmd == "_rr-client":
-        result = uvloop.run(_rr_client(int(rest[0]), int(rest[1]), float(rest[2])))
+        result = uvloop.run(_rr_client(int(rest[0]), int(rest[1]), float(rest[2]), float(rest[3])))
         print(json.dumps(result))
     elif cmd == "_sse-client":
         port, path, body, n, itl, spread = rest
@@ -695,23 +842,53 @@ def main() -> int:
     parser.add_argument("--duration-s", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds for (a)")
     parser.add_argument("--rate", type=int, default=1500, help="harness run arrival rate for (b)")
+    parser.add_argument(
+        "--paced-rps", type=float, default=2000, help="(a) also the same paced load for each server; 0: off"
+    )
     parser.add_argument("--streams", default="500,800,2000", help="stream counts for (c)")
     parser.add_argument("--itl-ms", type=float, default=20.0)
     parser.add_argument("--only", default="a,b,c")
+    parser.add_argument(
+        "--mock-procs",
+        type=int,
+        default=1,
+        help="(c) also measure the mock served by N processes (--procs N), pinned to --server-cpus",
+    )
+    parser.add_argument(
+        "--server-cpus", default=None, help="cpus for servers, e.g. 0 or 0,1,2 (default: the first)"
+    )
+    parser.add_argument("--client-cpu", type=int, default=None, help="cpu for clients (default: the last)")
+    parser.add_argument(
+        "--before", type=Path, default=None, help="another checkout whose mock to measure beside this one"
+    )
+    parser.add_argument(
+        "--reference-servers",
+        action="store_true",
+        help="(c) also run the bench's own SSE servers (sleep_until vs asyncio.sleep, server-side timing)",
+    )
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, client_cpu = (cpus[0], cpus[1]) if len(cpus) > 1 else (cpus[0], cpus[0])
-    print(f"servers on cpu {server_cpu}, clients on cpu {client_cpu}; load average {os.getloadavg()[0]:.2f}")
+    server_cpus = {int(c) for c in args.server_cpus.split(",")} if args.server_cpus else {cpus[0]}
+    client_cpu = args.client_cpu if args.client_cpu is not None else cpus[-1]
+    server_cpu = min(server_cpus)
+    print(
+        f"servers on cpu {','.join(map(str, sorted(server_cpus)))}, clients on cpu {client_cpu}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     only = set(args.only.split(","))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if "a" in only:
-            part_a(tmp, server_cpu, client_cpu, args.duration_s, args.rounds)
+            part_a(tmp, server_cpu, client_cpu, args.duration_s, args.rounds, args.before, args.paced_rps)
         if "b" in only:
             part_b(tmp, server_cpu, client_cpu, max(args.duration_s, 10.0), args.rate)
-        if "c" in only:
+        if "c" in only or "c1" in only:
             sweep = [int(n) for n in args.streams.split(",")]
-            part_c(tmp, server_cpu, client_cpu, args.duration_s, sweep, args.itl_ms)
+            part_c(
+                tmp, server_cpus, client_cpu, args.duration_s, sweep, args.itl_ms,
+                mock_procs=args.mock_procs, before=args.before, reference_servers=args.reference_servers,
+                sleep_micro="c" in only,
+            )  # fmt: skip
     return 0
 
 

@@ -47,6 +47,7 @@ Helpers for other handlers of the same flavours (the stateful APIs): :func:`resp
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import secrets
 import time
@@ -54,13 +55,20 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Literal
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from harness.mocks.auth_verify import verifier_for
 from harness.mocks.call import Call
-from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection, abort_connection
+from harness.mocks.emitter import CLOSED, emitter_for
+from harness.mocks.runtime import (
+    NO_FAULTS,
+    Admission,
+    EndpointRuntime,
+    FaultPlan,
+    Rejection,
+    abort_connection,
+)
 from harness.protocols import azure_openai as wire
-from harness.protocols.fingerprint import mock_headers, vendor_headers
 from harness.protocols.openai_flavor import (
     MSG_OPENAI_401,
     Flavor,
@@ -70,7 +78,7 @@ from harness.protocols.openai_flavor import (
     openai_rate_limit_message,
     retry_after_seconds,
 )
-from harness.protocols.tokens import approx_tokens, output_text, output_token
+from harness.protocols.tokens import WORDS, approx_tokens, output_text, output_token
 from harness.results.schema import LEDGER_STATUS_NOT_SENT
 
 API_CHAT: Final = "chat.completions"
@@ -114,6 +122,14 @@ _OPENAI_STATUS: Final[dict[int, str]] = {
     504: "Gateway timeout.",
 }
 _DEFAULT_429_RETRY_S: Final = 1.0
+
+# Non-stream bodies are cached as templates with two holes, the response id and ``created``:
+# encoding a chat completion with orjson costs more than the rest of the handler's own code.
+_ID_MARK: Final = "mockidmark0d2c9a"
+_CREATED_MARK: Final = 8_765_432_109_876_543
+_MAX_BODY_TEMPLATES: Final = 4096
+"""Templates are keyed by (api, model, prompt tokens, output tokens, finish reason); beyond this
+many the cache starts over (varied prompt lengths just miss, at the price of one encoding)."""
 
 
 # --------------------------------------------------------------------------- request bodies
@@ -194,11 +210,10 @@ def response_headers(
 ) -> list[tuple[str, str]]:
     """Content type, the hosting cloud's fingerprint, the mock attestation and (for a known
     deployment) the runtime's rate-limit headers."""
-    headers = [("Content-Type", content_type)]
-    headers.extend(vendor_headers(runtime.cloud, runtime.region, client_request_id))
-    headers.extend(mock_headers(runtime.cloud, runtime.region))
-    if deployment is not None and deployment in runtime.deployments:
-        headers.extend(runtime.rate_limit_headers(deployment))
+    headers = runtime.vendor.build(client_request_id)  # a fresh list: fingerprint + attestation
+    headers.insert(0, (hdrs.CONTENT_TYPE, content_type))
+    if runtime.limited and deployment is not None and deployment in runtime.deployments:
+        headers += runtime.rate_limit_headers(deployment)
     return headers
 
 
@@ -344,6 +359,20 @@ def rejection_response(
     )
 
 
+# --------------------------------------------------------------------------- stream chunks
+
+_TOKEN_MARK: Final = "mocktokenmark5b1e"
+_TOKEN_JSON: Final = tuple(orjson.dumps(output_token(i)) for i in range(len(WORDS)))
+"""Token i's JSON string is ``_TOKEN_JSON[i % len(WORDS)]`` (``output_token`` cycles through WORDS)."""
+
+
+def _content_parts(encoder: wire.ChunkEncoder) -> tuple[bytes, bytes]:
+    """(head, tail) with ``encoder.content(t) == head + orjson.dumps(t) + tail`` for every t."""
+    chunk = encoder.content(_TOKEN_MARK)
+    head, _, tail = chunk.partition(orjson.dumps(_TOKEN_MARK))
+    return head, tail
+
+
 # --------------------------------------------------------------------------- the endpoint
 
 
@@ -357,7 +386,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class _Endpoint:
     """The stateless handlers of one endpoint in one flavour; everything constant decided once."""
 
-    __slots__ = ("_chat_prefix", "_cmpl_prefix", "_flavor", "_ids", "_latency", "_runtime", "_verify")
+    __slots__ = (
+        "_bodies",
+        "_chat_prefix",
+        "_cmpl_prefix",
+        "_flavor",
+        "_ids",
+        "_latency",
+        "_runtime",
+        "_verify",
+    )
 
     def __init__(self, runtime: EndpointRuntime, flavor: Flavor) -> None:
         self._runtime = runtime
@@ -369,19 +407,46 @@ class _Endpoint:
         self._chat_prefix = "chatcmpl-" + token
         self._cmpl_prefix = "cmpl-" + token
         self._ids = itertools.count(1)
+        self._bodies: dict[tuple[bool, str, int, int, str], tuple[bytes, bytes, bytes] | None] = {}
+
+    def _body(
+        self, chat: bool, response_id: str, created: int, model: str, tokens_in: int, n_out: int, finish: str
+    ) -> bytes:
+        """The non-stream body, byte for byte what ``chat_completion_body`` / ``completion_body``
+        return, filled into a cached template (None: the marks were ambiguous, encode directly)."""
+        key = (chat, model, tokens_in, n_out, finish)
+        try:
+            parts = self._bodies[key]
+        except KeyError:
+            parts = self._template(key)
+        if parts is None:
+            encode = wire.chat_completion_body if chat else wire.completion_body
+            return encode(
+                response_id, created, model, output_text(n_out), tokens_in, n_out, finish, flavor=self._flavor
+            )
+        head, mid, tail = parts
+        return b"".join((head, response_id.encode(), mid, str(created).encode(), tail))
+
+    def _template(self, key: tuple[bool, str, int, int, str]) -> tuple[bytes, bytes, bytes] | None:
+        chat, model, tokens_in, n_out, finish = key
+        encode = wire.chat_completion_body if chat else wire.completion_body
+        raw = encode(
+            _ID_MARK, _CREATED_MARK, model, output_text(n_out), tokens_in, n_out, finish, flavor=self._flavor
+        )
+        id_mark, created_mark = _ID_MARK.encode(), str(_CREATED_MARK).encode()
+        parts: tuple[bytes, bytes, bytes] | None = None
+        if raw.count(id_mark) == 1 and raw.count(created_mark) == 1:
+            i, c = raw.index(id_mark), raw.index(created_mark)
+            if i < c:
+                parts = (raw[:i], raw[i + len(id_mark) : c], raw[c + len(created_mark) :])
+        if len(self._bodies) >= _MAX_BODY_TEMPLATES:
+            self._bodies.clear()
+        self._bodies[key] = parts
+        return parts
 
     def route(self, api: str, *, deployment_in_path: bool) -> Handler:
         """The handler of ``api`` on one URL form (only the deployment path takes api-version)."""
-
-        async def handler(request: web.Request) -> web.StreamResponse:
-            deployment = request.match_info["deployment"] if deployment_in_path else None
-            call = Call(client_request_id_of(request), api, time.time_ns(), deployment=deployment)
-            try:
-                return await self._serve(request, call, need_api_version=deployment_in_path)
-            finally:
-                call.record(self._runtime)
-
-        return handler
+        return functools.partial(self._handle, api=api, deployment_in_path=deployment_in_path)
 
     # ------------------------------------------------------------------ helpers
 
@@ -420,62 +485,72 @@ class _Endpoint:
 
     # ------------------------------------------------------------------ the request
 
-    async def _serve(self, request: web.Request, call: Call, *, need_api_version: bool) -> web.StreamResponse:
-        raw = await request.read()
-        call.bytes_in = len(raw)
-        flavor = self._flavor
-        if not is_authorized(request, flavor):
-            return self._sent(call, auth_error_response(self._runtime, flavor, call.crid))
-        if self._verify is not None and (failure := self._verify(request, raw)) is not None:
-            return self._fail(
-                call, failure.status, failure.message, azure_code=failure.code, openai_code=failure.code
-            )
-        if need_api_version and not request.query.get("api-version"):
-            return self._fail(call, 400, MSG_NO_API_VERSION, azure_code="MissingApiVersionParameter")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
-            return self._bad_request(call, "The request body must be a JSON object.")
-        if call.deployment is None:
-            model = body.get("model")
-            if not isinstance(model, str) or not model:
-                what = "'model' (the deployment name)" if flavor == "azure" else "'model'"
-                return self._bad_request(call, f"{what} is required.", "model")
-            call.deployment = model
-        if call.deployment not in self._runtime.deployments:
-            if flavor == "azure":
-                return self._fail(call, 404, MSG_404, azure_code="DeploymentNotFound")
-            message = f"The model `{call.deployment}` does not exist or you do not have access to it."
-            return self._fail(
-                call, 404, message, azure_code="DeploymentNotFound", openai_code="model_not_found"
-            )
-        if call.api == API_EMBEDDINGS:
-            return await self._embeddings(request, call, body)
-        return await self._generate(request, call, body)
-
-    async def _admitted(
-        self, request: web.Request, call: Call, est_tokens: int, serve: Callable[[FaultPlan], Awaitable[Any]]
+    async def _handle(
+        self, request: web.Request, *, api: str, deployment_in_path: bool
     ) -> web.StreamResponse:
-        """Admission, rejection rendering and the reset fault around ``serve(plan)``."""
+        """One request, start to ledger row (one coroutine level: the handler itself)."""
+        deployment = request.match_info["deployment"] if deployment_in_path else None
+        call = Call(client_request_id_of(request), api, time.time_ns(), deployment=deployment)
+        try:
+            raw = await request.read()
+            call.bytes_in = len(raw)
+            flavor = self._flavor
+            if not is_authorized(request, flavor):
+                return self._sent(call, auth_error_response(self._runtime, flavor, call.crid))
+            if self._verify is not None and (failure := self._verify(request, raw)) is not None:
+                return self._fail(
+                    call, failure.status, failure.message, azure_code=failure.code, openai_code=failure.code
+                )
+            if deployment_in_path and not request.query.get("api-version"):
+                return self._fail(call, 400, MSG_NO_API_VERSION, azure_code="MissingApiVersionParameter")
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                body = None
+            if not isinstance(body, dict):
+                return self._bad_request(call, "The request body must be a JSON object.")
+            if call.deployment is None:
+                model = body.get("model")
+                if not isinstance(model, str) or not model:
+                    what = "'model' (the deployment name)" if flavor == "azure" else "'model'"
+                    return self._bad_request(call, f"{what} is required.", "model")
+                call.deployment = model
+            if call.deployment not in self._runtime.deployments:
+                if flavor == "azure":
+                    return self._fail(call, 404, MSG_404, azure_code="DeploymentNotFound")
+                message = f"The model `{call.deployment}` does not exist or you do not have access to it."
+                return self._fail(
+                    call, 404, message, azure_code="DeploymentNotFound", openai_code="model_not_found"
+                )
+            if call.api == API_EMBEDDINGS:
+                return await self._embeddings(request, call, body)
+            return await self._generate(request, call, body)
+        finally:
+            call.record(self._runtime)
+
+    async def _admit(self, call: Call, est_tokens: int) -> Admission:
         deployment = call.deployment
         assert deployment is not None
-        admission = await self._runtime.admit(deployment, est_tokens)
-        try:
-            rejection = admission.rejection
-            if rejection is not None:
-                return self._sent(
-                    call, rejection_response(self._runtime, self._flavor, rejection, deployment, call.crid)
-                )
-            plan = admission.plan
-            if plan.reset_before_response:
-                abort_connection(request)
-                return web.Response(status=STATUS_NOT_SENT)  # never written: the connection is gone
-            response: web.StreamResponse = await serve(plan)
-            return response
-        finally:
-            admission.release()
+        admission = self._runtime.admit_nowait(deployment, est_tokens)
+        if isinstance(admission, Admission):
+            return admission
+        return await admission
+
+    def _refused(self, request: web.Request, call: Call, admission: Admission) -> web.Response | None:
+        """The response for a request admission refused or a reset fault cut; None: serve it.
+        Callers hold ``admission`` in try/finally ``release()`` (inline, not a wrapper
+        coroutine: every coroutine level costs on the non-stream hot path)."""
+        rejection = admission.rejection
+        if rejection is not None:
+            deployment = call.deployment
+            assert deployment is not None
+            return self._sent(
+                call, rejection_response(self._runtime, self._flavor, rejection, deployment, call.crid)
+            )
+        if admission.plan.reset_before_response:
+            abort_connection(request)
+            return web.Response(status=STATUS_NOT_SENT)  # never written: the connection is gone
+        return None
 
     async def _generate(self, request: web.Request, call: Call, body: dict[str, Any]) -> web.StreamResponse:
         """Chat completions and legacy completions: the same timeline, different encoders."""
@@ -497,12 +572,15 @@ class _Endpoint:
         stream = body.get("stream") is True
         call.stream = stream
         call.tokens_in = tokens_in
-        n_out = self._latency.output_tokens(max_tokens)
+        latency = self._latency
+        n_out = latency.output_tokens(max_tokens)
         est_tokens = tokens_in + (max_tokens if max_tokens is not None else n_out)
-
-        async def serve(plan: FaultPlan) -> web.StreamResponse:
-            latency = self._latency
-            flavor = self._flavor
+        admission = await self._admit(call, est_tokens)
+        try:
+            refused = self._refused(request, call, admission)
+            if refused is not None:
+                return refused
+            plan = admission.plan
             model = call.deployment
             assert model is not None
             finish_reason = "length" if max_tokens is not None and n_out >= max_tokens else "stop"
@@ -515,25 +593,24 @@ class _Endpoint:
                 options = body.get("stream_options")
                 include_usage = isinstance(options, dict) and options.get("include_usage") is True
                 encoder_type = wire.ChunkEncoder if chat else wire.CompletionChunkEncoder
-                encoder = encoder_type(response_id, created, model, usage_null=include_usage, flavor=flavor)
+                encoder = encoder_type(
+                    response_id, created, model, usage_null=include_usage, flavor=self._flavor
+                )
                 return await self._stream(
                     request, call, encoder, plan, start, due, n_out, finish_reason, include_usage
                 )
             due += latency.decode_s(n_out)
-            encode = wire.chat_completion_body if chat else wire.completion_body
-            out = encode(
-                response_id,
-                created,
-                model,
-                output_text(n_out),
-                tokens_in,
-                n_out,
-                finish_reason,
-                flavor=flavor,
-            )
+            out = self._body(chat, response_id, created, model, tokens_in, n_out, finish_reason)
+            if plan is NO_FAULTS and due <= start:  # zero latency: no wait, no extra coroutine
+                call.status = 200
+                call.bytes_out = len(out)
+                call.tokens_out = n_out
+                return web.Response(
+                    body=out, headers=response_headers(self._runtime, JSON_CT, call.crid, model)
+                )
             return await self._reply(request, call, out, due, n_out, plan)
-
-        return await self._admitted(request, call, est_tokens, serve)
+        finally:
+            admission.release()
 
     async def _embeddings(self, request: web.Request, call: Call, body: dict[str, Any]) -> web.StreamResponse:
         inputs = texts_of(body.get("input"))
@@ -557,8 +634,12 @@ class _Endpoint:
                 call, f"'dimensions' must be between 1 and {wire.MAX_EMBEDDING_DIMENSIONS}.", "dimensions"
             )
         call.tokens_in = tokens_in
-
-        async def serve(plan: FaultPlan) -> web.StreamResponse:
+        admission = await self._admit(call, tokens_in)
+        try:
+            refused = self._refused(request, call, admission)
+            if refused is not None:
+                return refused
+            plan = admission.plan
             model = call.deployment
             assert model is not None
             start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
@@ -567,8 +648,8 @@ class _Endpoint:
                 model, texts, tokens_in, dimensions=dimensions, encoding_format=encoding_format
             )
             return await self._reply(request, call, out, due, 0, plan)
-
-        return await self._admitted(request, call, tokens_in, serve)
+        finally:
+            admission.release()
 
     async def _reply(
         self, request: web.Request, call: Call, out: bytes, due: float, n_out: int, plan: FaultPlan
@@ -641,21 +722,49 @@ class _Endpoint:
             call.bytes_out += len(chunk)
             sent += 1
 
+        content = encoder.content
+
+        def token_chunk(i: int) -> bytes:
+            return content(output_token(i))
+
         try:
-            await resp.prepare(request)
+            writer = await resp.prepare(request)
             call.status = 200
             for chunk in prelude:
                 await emit(chunk)
             await sleep_until(due)
             for chunk in first:
                 await emit(chunk)
-            content = encoder.content
-            for i in range(n_out):
-                if i:
-                    due += itl_s()
-                    await sleep_until(due)
-                await emit(content(output_token(i)))
+            i = 0
+            if n_out > 1 and cut is None and bad is None and getattr(writer, "chunked", False):
+                # token 0 now, the rest from the loop's emitter wheel (see harness.mocks.emitter)
+                await emit(token_chunk(0))
                 call.tokens_out += 1
+                transport = request.transport
+                if transport is None:
+                    raise ConnectionResetError
+                head, tail = _content_parts(encoder)
+                itl = self._latency.fixed_itl_s()
+                emission = emitter_for(asyncio.get_running_loop()).start(
+                    transport, head, _TOKEN_JSON, tail, 1, n_out, due + itl_s(), itl_s if itl is None else itl
+                )
+                try:
+                    outcome = await emission.done
+                finally:
+                    call.tokens_out += emission.tokens
+                    call.bytes_out += emission.bytes
+                    sent += emission.tokens
+                if outcome == CLOSED:
+                    raise ConnectionResetError
+                i, due = emission.index, emission.due  # DONE: i == n_out; BACKLOG: go on below
+            while i < n_out:
+                if i:
+                    await sleep_until(due)
+                await emit(token_chunk(i))
+                call.tokens_out += 1
+                i += 1
+                if i < n_out:
+                    due += itl_s()
             await emit(encoder.finish(finish_reason))
             if include_usage:
                 await emit(encoder.usage(call.tokens_in, n_out))

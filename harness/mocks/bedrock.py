@@ -67,7 +67,6 @@ from harness.mocks.call import Call
 from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection, abort_connection
 from harness.protocols import bedrock as wire
 from harness.protocols.eventstream import corrupt_crc
-from harness.protocols.fingerprint import mock_headers, vendor_headers
 from harness.protocols.tokens import approx_tokens, output_text, output_token
 from harness.results.schema import LEDGER_STATUS_NOT_SENT
 
@@ -157,21 +156,19 @@ class _Call(Call):
 class _Bedrock:
     """The request handler of one endpoint; everything constant is decided here, once."""
 
-    __slots__ = ("_ids", "_mock", "_prefix", "_runtime", "_verify")
+    __slots__ = ("_ids", "_prefix", "_runtime", "_vendor", "_verify")
 
     def __init__(self, runtime: EndpointRuntime) -> None:
         self._runtime = runtime
-        self._mock = mock_headers(runtime.cloud, runtime.region)
+        self._vendor = runtime.vendor.build
         self._verify = verifier_for(runtime.endpoint)  # auth_verify (harness.mocks.auth_verify)
         # Message ids must be unique across endpoints and processes, not reproducible.
         self._prefix = "msg_bdrk_" + secrets.token_hex(6)
         self._ids = itertools.count(1)
 
     def _headers(self, first: list[tuple[str, str]], crid: str | None) -> list[tuple[str, str]]:
-        runtime = self._runtime
         headers = list(first)
-        headers.extend(vendor_headers(runtime.cloud, runtime.region, crid))
-        headers.extend(self._mock)
+        headers += self._vendor(crid)  # the cloud's fingerprint, then the mock attestation
         return headers
 
     def _error(self, call: _Call, status: int, code: str, message: str) -> web.Response:

@@ -42,6 +42,10 @@ class LatencyModel:
         """Seconds between two consecutive output tokens."""
         return self._itl_s * self._factor()
 
+    def fixed_itl_s(self) -> float | None:
+        """The inter-token time in seconds when it never varies (no jitter), else None."""
+        return self._itl_s if self._jitter == 0.0 else None
+
     def decode_s(self, n_tokens: int) -> float:
         """Seconds from the first to the last of ``n_tokens`` tokens: the sum of n - 1 ITLs."""
         if n_tokens <= 1:

@@ -63,7 +63,6 @@ class Ledger:
 
     def append(
         self,
-        *,
         request_id: str | None,
         endpoint: str,
         cloud: str,
@@ -82,7 +81,8 @@ class Ledger:
         done_wall_ns: int,
         pid: int,
     ) -> None:
-        """Record one request (every column is required, so a row is never half-filled)."""
+        """Record one request (every column is required, so a row is never half-filled; the
+        hot path passes them positionally, in ``LEDGER_FIELDS`` order)."""
         self._request_id.append(request_id)
         self._endpoint.append(endpoint)
         self._cloud.append(cloud)

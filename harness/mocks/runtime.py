@@ -57,6 +57,7 @@ from aiohttp import web
 from harness.mocks.latency import LatencyModel
 from harness.mocks.ledger import Ledger
 from harness.profile.models import Faults, FleetEndpoint
+from harness.protocols.fingerprint import VendorHeaders, mock_headers
 from harness.protocols.openai_flavor import go_duration  # OpenAI's x-ratelimit-reset-* format
 
 __all__ = [
@@ -222,8 +223,15 @@ class _Deployment:
         self.active -= 1
 
     async def wait_for_slot(self) -> None:
+        await self.wait(self.enqueue())
+
+    def enqueue(self) -> asyncio.Future[None]:
+        """Take a place in the FIFO queue now (``wait`` on the returned future for the slot)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
+        return fut
+
+    async def wait(self, fut: asyncio.Future[None]) -> None:
         try:
             await fut
         except asyncio.CancelledError:
@@ -350,6 +358,17 @@ class EndpointRuntime:
         for deployment in endpoint.deployments:
             self._deps[deployment] = self._new_deployment(now)
         self._header_names = _RATE_LIMIT_HEADERS.get(self.cloud)
+        self.limited = (
+            self._limited or type(self).rate_limit_headers is not EndpointRuntime.rate_limit_headers
+        )
+        """Whether ``rate_limit_headers`` can be non-empty (a limit is configured, or a subclass
+        overrides it): the hot path skips the call otherwise."""
+        if type(self).admit is not EndpointRuntime.admit:
+            # a subclass that scripts ``admit`` (tests do) must see every admission
+            self.admit_nowait = self.admit  # type: ignore[method-assign]
+        self.vendor = VendorHeaders(self.cloud, self.region, mock_headers(self.cloud, self.region))
+        """``vendor.build(crid)``: the cloud's fingerprint headers then the mock attestation, as a
+        fresh list (the constant part is built once per endpoint, here)."""
 
     # ------------------------------------------------------------------ configuration
 
@@ -414,6 +433,17 @@ class EndpointRuntime:
     async def admit(self, deployment: str, est_tokens: int) -> Admission:
         """Decide whether and when a request may start: outage, injected faults, rate limits,
         concurrency budget (waiting in the queue counts into TTFT)."""
+        admission = self.admit_nowait(deployment, est_tokens)
+        if isinstance(admission, Admission):
+            return admission
+        return await admission
+
+    def admit_nowait(self, deployment: str, est_tokens: int) -> Admission | Awaitable[Admission]:
+        """``admit`` without a coroutine when the answer is immediate (the common case): an
+        ``Admission`` now, or an awaitable of one when the request has to queue for a slot.
+
+        Hot paths call this and await only a non-Admission result; ``admit`` does just that.
+        """
         plan = NO_FAULTS
         if self._faulty:
             drawn = self.draw_faults()
@@ -425,17 +455,21 @@ class EndpointRuntime:
             rejection = self._take_rate(dep, est_tokens)
             if rejection is not None:
                 return self._reject(rejection)
-        queued_s = 0.0
         limit = dep.limit
         if limit is not None and (dep.active >= limit or dep.waiters):
             if len(dep.waiters) >= dep.max_queue:
                 return self._reject(Rejection(429, "queue_full", QUEUE_FULL_RETRY_AFTER_S))
-            clock = self.clock
-            start = clock()
-            await dep.wait_for_slot()
-            queued_s = clock() - start
-        else:
-            dep.active += 1
+            # the place in the queue is taken now, as if this were the coroutine's first step
+            return self._queued(dep, dep.enqueue(), plan, self.clock())
+        dep.active += 1
+        self.admitted += 1
+        return Admission(None, plan, 0.0, dep.release)
+
+    async def _queued(
+        self, dep: _Deployment, fut: asyncio.Future[None], plan: FaultPlan, start: float
+    ) -> Admission:
+        await dep.wait(fut)
+        queued_s = self.clock() - start
         self.admitted += 1
         return Admission(None, plan, queued_s, dep.release)
 

@@ -71,7 +71,6 @@ from harness.mocks.azure_openai import prompt_tokens_of as chat_prompt_tokens_of
 from harness.mocks.call import Call
 from harness.mocks.runtime import EndpointRuntime, FaultPlan, abort_connection
 from harness.protocols import azure_openai as chat_wire, vertex as wire
-from harness.protocols.fingerprint import mock_headers, vendor_headers
 from harness.protocols.tokens import output_text, output_token
 from harness.results.schema import LEDGER_STATUS_NOT_SENT
 
@@ -229,11 +228,11 @@ class _Emitter:
 class _Vertex:
     """The request handler of one endpoint; everything constant is decided here, once."""
 
-    __slots__ = ("_ids", "_mock", "_prefix", "_runtime", "_verify")
+    __slots__ = ("_ids", "_prefix", "_runtime", "_vendor", "_verify")
 
     def __init__(self, runtime: EndpointRuntime) -> None:
         self._runtime = runtime
-        self._mock = mock_headers(runtime.cloud, runtime.region)
+        self._vendor = runtime.vendor.build
         self._verify = verifier_for(runtime.endpoint)  # auth_verify (harness.mocks.auth_verify)
         # Response ids must be unique across endpoints and processes, not reproducible.
         self._prefix = secrets.token_urlsafe(9)
@@ -242,8 +241,7 @@ class _Vertex:
     def _headers(self, content_type: str, call: Call) -> list[tuple[str, str]]:
         runtime = self._runtime
         headers = [("Content-Type", content_type)]
-        headers.extend(vendor_headers(runtime.cloud, runtime.region, call.crid))
-        headers.extend(self._mock)
+        headers += self._vendor(call.crid)  # the cloud's fingerprint, then the mock attestation
         deployment = call.deployment
         if deployment is not None and deployment in runtime.deployments:
             headers.extend(runtime.rate_limit_headers(deployment))

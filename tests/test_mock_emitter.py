@@ -1,0 +1,209 @@
+"""The mocks' token emitter wheel: chunks framed exactly as aiohttp frames them, on their due
+times, one loop timer per due millisecond, and a clean hand-back when a client goes away or
+stops reading. Real loopback sockets throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import orjson
+
+from harness.mocks.emitter import BACKLOG, CLOSED, DONE, HIGH_WATER_BYTES, TokenEmitter, emitter_for
+from harness.mocks.fleet import start_fleet
+from harness.profile.models import Fleet, FleetEndpoint, Latency
+from harness.protocols import azure_openai as wire
+from harness.protocols.tokens import output_token
+
+PIECES = (b"aa", b"bbb", b"c")
+
+
+class Sink(asyncio.Protocol):
+    """The reading end: every read with its monotonic time."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[float, bytes]] = []
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reads.append((time.monotonic(), data))
+
+    def data(self) -> bytes:
+        return b"".join(d for _, d in self.reads)
+
+
+@asynccontextmanager
+async def pairs(n: int) -> AsyncIterator[list[tuple[Any, Sink]]]:
+    """``n`` loopback TCP connections: (writing transport, the sink that reads it)."""
+    loop = asyncio.get_running_loop()
+    sinks: list[Sink] = []
+
+    def accept() -> Sink:
+        sink = Sink()
+        sinks.append(sink)
+        return sink
+
+    server = await loop.create_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    writers = []
+    try:
+        for _ in range(n):
+            transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+            writers.append(transport)
+        for _ in range(200):
+            if len(sinks) == n:
+                break
+            await asyncio.sleep(0.005)
+        yield list(zip(writers, sinks, strict=True))
+    finally:
+        for transport in writers:
+            transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+def framed(chunk: bytes) -> bytes:
+    return f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+
+
+async def test_chunks_are_chunk_framed_in_order_and_never_early() -> None:
+    """Chunks first..end-1 arrive framed as HTTP/1.1 chunks, in order, none before its due time."""
+    loop = asyncio.get_running_loop()
+    emitter = TokenEmitter(loop)
+    async with pairs(1) as [(transport, sink)]:
+        due0 = loop.time() + 0.02
+        t0 = time.monotonic() + (due0 - loop.time())
+        emission = emitter.start(transport, b"<", PIECES, b">", 2, 8, due0, 0.01)
+        assert await asyncio.wait_for(emission.done, 5) == DONE
+        await asyncio.sleep(0.05)
+    expected = [b"<" + PIECES[i % 3] + b">" for i in range(2, 8)]
+    assert sink.data() == b"".join(framed(c) for c in expected)
+    assert (emission.tokens, emission.bytes, emission.index) == (6, sum(map(len, expected)), 8)
+    # the k-th chunk is due at t0 + k × 10 ms; a slot fires at most half a millisecond early
+    seen = 0
+    for t, data in sink.reads:
+        seen += data.count(b">")
+        assert t >= t0 + (seen - 1) * 0.01 - 0.0015
+
+
+async def test_streams_due_in_the_same_millisecond_share_one_timer() -> None:
+    """Fifty streams due together cost one loop timer per due slot, not one per stream."""
+    loop = asyncio.get_running_loop()
+    emitter = TokenEmitter(loop)
+    async with pairs(50) as conns:
+        due = loop.time() + 0.02
+        emissions = [emitter.start(t, b"", PIECES, b"", 0, 3, due, 0.005) for t, _ in conns]
+        assert emitter.pending() == 50
+        outcomes = await asyncio.wait_for(asyncio.gather(*(e.done for e in emissions)), 5)
+        await asyncio.sleep(0.05)
+        assert outcomes == [DONE] * 50
+        assert emitter.timers <= 3 + 2  # 3 due slots (a late loop may split one)
+        assert all(sink.data() == framed(b"aa") + framed(b"bbb") + framed(b"c") for _, sink in conns)
+
+
+async def test_a_drawn_itl_function_sets_each_gap() -> None:
+    """With a function for the gap, each chunk's due time adds one draw to the previous one."""
+    loop = asyncio.get_running_loop()
+    gaps = iter([0.004, 0.012, 0.002])
+    emitter = TokenEmitter(loop)
+    async with pairs(1) as [(transport, _)]:
+        due = loop.time() + 0.01
+        emission = emitter.start(transport, b"", PIECES, b"", 0, 4, due, lambda: next(gaps))
+        assert await asyncio.wait_for(emission.done, 5) == DONE
+    assert abs(emission.due - (due + 0.018)) < 1e-9
+
+
+async def test_a_closed_transport_ends_the_emission_as_closed() -> None:
+    """A transport that closes under a stream ends it as CLOSED with the count of what went out."""
+    loop = asyncio.get_running_loop()
+    emitter = TokenEmitter(loop)
+    async with pairs(1) as [(transport, _)]:
+        emission = emitter.start(transport, b"", PIECES, b"", 0, 100, loop.time() + 0.005, 0.005)
+        await asyncio.sleep(0.03)
+        transport.close()
+        assert await asyncio.wait_for(emission.done, 5) == CLOSED
+    assert 1 <= emission.tokens < 100
+
+
+async def test_a_client_that_stops_reading_hands_the_stream_back() -> None:
+    """Past the high-water mark the wheel stops and reports BACKLOG with where the stream is."""
+    loop = asyncio.get_running_loop()
+    emitter = TokenEmitter(loop)
+    big = b"x" * 200_000
+    async with pairs(1) as [(transport, sink)]:
+        sink.transport.pause_reading()
+        due = loop.time() + 0.005
+        emission = emitter.start(transport, big, PIECES, b"", 0, 1000, due, 0.002)
+        assert await asyncio.wait_for(emission.done, 5) == BACKLOG
+        assert transport.get_write_buffer_size() > HIGH_WATER_BYTES
+        assert 1 <= emission.index < 1000
+        assert emission.due >= due + 0.002 * emission.index - 1e-9
+
+
+async def test_a_cancelled_stream_is_dropped_at_its_next_slot() -> None:
+    """Cancelling the awaiting side stops the writes; the slot fires and skips it."""
+    loop = asyncio.get_running_loop()
+    emitter = TokenEmitter(loop)
+    async with pairs(1) as [(transport, sink)]:
+        emission = emitter.start(transport, b"", PIECES, b"", 0, 10, loop.time() + 0.01, 0.01)
+        emission.done.cancel()
+        await asyncio.sleep(0.05)
+        assert sink.data() == b"" and emitter.pending() == 0
+
+
+async def test_emitter_for_is_one_per_loop() -> None:
+    """Every stream in a loop shares the loop's one emitter."""
+    loop = asyncio.get_running_loop()
+    assert emitter_for(loop) is emitter_for(loop)
+
+
+async def test_the_azure_mock_streams_through_the_wheel_byte_for_byte() -> None:
+    """An Azure chat stream sent by the wheel carries exactly the encoder's chunks and ledgers them."""
+    endpoint = FleetEndpoint(
+        name="m",
+        cloud="azure",
+        region="eastus",
+        deployments=["gpt-4o"],
+        latency=Latency(ttft_base_ms=0, prefill_us_per_token=0, itl_ms=3, jitter_frac=0, output_tokens=12),
+    )
+    running = await start_fleet(Fleet(name="f", seed=1, endpoints=[endpoint]))
+    try:
+        url = running.endpoints[0]["base_url"] + "/openai/deployments/gpt-4o/chat/completions?api-version=v"
+        body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json=body, headers={"api-key": "k"}) as resp,
+        ):
+            raw = await asyncio.wait_for(resp.read(), 10)
+        events = [e for e in raw.split(b"\n\n") if e]
+        assert events[-1] == b"data: [DONE]"
+        first = orjson.loads(events[2][len(b"data: ") :])
+        encoder = wire.ChunkEncoder(first["id"], first["created"], "gpt-4o")
+        expected = [
+            *encoder.prelude(),
+            *encoder.start(),
+            *(encoder.content(output_token(i)) for i in range(12)),
+            encoder.finish("stop"),
+            wire.SSE_DONE,
+        ]
+        assert raw == b"".join(expected)
+        for _ in range(100):
+            if len(running.ledgers[0]):
+                break
+            await asyncio.sleep(0.01)
+        (row,) = running.ledger_table().to_pylist()
+        assert (row["status"], row["stream"], row["tokens_out"], row["bytes_out"]) == (
+            200,
+            True,
+            12,
+            len(raw),
+        )
+    finally:
+        await running.stop()
