@@ -31,9 +31,14 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
+# Two test processes, whole files each (module fixtures such as the shared mock fleet stay in one
+# process): the suite is mostly waiting on loopback servers and subprocesses, so two processes on
+# two cores halve its wall time (9 min -> under 5 on the reference 2-core machine).
+TEST_WORKERS ?= 2
+
 test: $(DEV_STAMP)
 	$(BIN)/ruff check harness tests bench loadtests
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -41,13 +41,13 @@ def _trace_window(seconds: float) -> pd.DataFrame:
 
 
 async def test_azure_trace_replays_its_arrivals_and_token_counts(tmp_path: Path) -> None:
-    """12 s of the Azure 2023 conversation trace at 1x: the ledger holds exactly the trace's
+    """8 s of the Azure 2023 conversation trace at 1x: the ledger holds exactly the trace's
     requests of that window, with the trace's prompt and output token means (within 2%)."""
     base = _setup(tmp_path)
     (base / "p.toml").write_text(
         f"""
 name = "replay"
-duration_s = 12
+duration_s = 8
 [target]
 fleet = "fleets/multicloud.toml"
 [client]
@@ -63,7 +63,7 @@ format = "azure2023"
 """
     )
     outcome = await run_loaded(prepare(base / "p.toml"), base / "results", progress=False, report=False)
-    expected = _trace_window(12)
+    expected = _trace_window(8)
     ledger = read_ledger(outcome.run_dir)
     records = read_records(outcome.run_dir)
     assert len(records) == len(expected) == outcome.summary["counts"]["ok"]
