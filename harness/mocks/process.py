@@ -8,49 +8,33 @@ that was killed.
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
 import os
-import sys
-from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
 import orjson
 import pyarrow as pa
 
+from harness.childproc import ChildProcess
 from harness.errors import InfrastructureError, InputError
 from harness.mocks.ledger import parquet_bytes_to_table
 from harness.profile import load_fleet
 
-STDERR_TAIL_LINES: Final = 20
 STOP_GRACE_S: Final = 5.0
-_PROJECT_ROOT: Final = str(Path(__file__).resolve().parents[2])
 
 
-class FleetProcess:
+class FleetProcess(ChildProcess):
     """A mock fleet in a child process: ``start()``, ``endpoints``, ``fetch_ledger()``, ``stop()``."""
 
     def __init__(self, fleet_path: str | os.PathLike[str], *, procs: int = 1) -> None:
         if procs < 1:
             raise InputError(f"procs must be at least 1, not {procs}", "use 1 for a single process")
+        super().__init__()
+        self.stop_grace_s = STOP_GRACE_S
         self.fleet_path = str(fleet_path)
         self.procs = procs
         self.endpoints: list[dict[str, Any]] = []
         """One dict per endpoint (keys ``harness.mocks.fleet.ENDPOINT_KEYS``), after ``start()``."""
-        self._proc: asyncio.subprocess.Process | None = None
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        self._stderr_task: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def returncode(self) -> int | None:
-        return self._proc.returncode if self._proc is not None else None
 
     @property
     def admin_url(self) -> str:
@@ -68,57 +52,18 @@ class FleetProcess:
         """
         if timeout_s is None:
             timeout_s = 20.0 + 10.0 * (self.procs - 1)
-        if self._proc is not None:
-            raise InfrastructureError("this FleetProcess was already started", "create a new one")
         expected = len(load_fleet(self.fleet_path).endpoints)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        self._proc = proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "harness.mocks",
-            "--fleet",
-            self.fleet_path,
-            "--exit-on-stdin-eof",
-            "--procs",
-            str(self.procs),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        self._stderr_task = asyncio.create_task(self._drain_stderr(proc.stderr))
-        endpoints: list[dict[str, Any]] = []
-        problem = ""
-        try:
-            async with asyncio.timeout(timeout_s):
-                while len(endpoints) < expected:
-                    line = await proc.stdout.readline()
-                    if not line:
-                        await proc.wait()
-                        problem = f"exited with code {proc.returncode} before all endpoints were ready"
-                        break
-                    endpoints.append(orjson.loads(line))
-        except TimeoutError:
-            problem = f"reported {len(endpoints)} of {expected} endpoints within {timeout_s:g} s"
-        except orjson.JSONDecodeError as exc:
-            problem = f"printed a line that is not JSON ({exc})"
+        args = ["--fleet", self.fleet_path, "--procs", str(self.procs)]
+        await self._spawn("harness.mocks", args)
+        endpoints, problem = await self._ready_lines(expected, timeout_s, "all endpoints were ready")
         if problem:
             await self.stop()
-            tail = " | ".join(self._stderr_tail) or "(no stderr)"
             raise InfrastructureError(
-                f"mock fleet {self.fleet_path} {problem}; stderr: {tail}",
+                f"mock fleet {self.fleet_path} {problem}; stderr: {self.stderr_tail()}",
                 "run `python -m harness.mocks --fleet FILE` by hand to see the whole error",
             )
         self.endpoints = endpoints
         return endpoints
-
-    async def _drain_stderr(self, stream: asyncio.StreamReader) -> None:
-        """Keep the child's stderr pipe from filling up, remembering its last lines."""
-        while line := await stream.readline():
-            self._stderr_tail.append(line.decode(errors="replace").rstrip())
 
     async def fetch_ledger(self, *, timeout_s: float = 30.0) -> pa.Table:
         """Every endpoint's ledger (``LEDGER_SCHEMA``), over the admin API."""
@@ -169,40 +114,3 @@ class FleetProcess:
                 f"mock fleet admin API {method} {url} failed: {exc!r}",
                 "check that the fleet process is still running",
             ) from None
-
-    async def stop(self) -> None:
-        """SIGTERM the child, wait up to ``STOP_GRACE_S``, then kill it. Safe to call twice."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                async with asyncio.timeout(STOP_GRACE_S):
-                    await proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        if self._stderr_task is not None:
-            try:
-                async with asyncio.timeout(1.0):
-                    await self._stderr_task
-            except TimeoutError:
-                self._stderr_task.cancel()
-            self._stderr_task = None
-
-    async def __aenter__(self) -> FleetProcess:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

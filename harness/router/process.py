@@ -9,29 +9,23 @@ forwards to a running fleet.
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
 import os
-import sys
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
 import orjson
 import pyarrow as pa
 
+from harness.childproc import ChildProcess
 from harness.errors import InfrastructureError, InputError
 from harness.mocks.ledger import parquet_bytes_to_table
 from harness.router.inject import SWITCHES, Rates
 
-STDERR_TAIL_LINES: Final = 20
 STOP_GRACE_S: Final = 8.0  # the router stops its own fleet first (up to 5 s)
-_PROJECT_ROOT: Final = str(Path(__file__).resolve().parents[2])
 
 
-class RouterProcess:
+class RouterProcess(ChildProcess):
     """The router in a child process: ``start()`` → ready line, ``info``, ``log_path``, ``stop()``."""
 
     def __init__(
@@ -51,6 +45,8 @@ class RouterProcess:
     ) -> None:
         if (fleet is None) == (attach_admin is None):
             raise InputError("RouterProcess needs exactly one of fleet= and attach_admin=", "pass one")
+        super().__init__()
+        self.stop_grace_s = STOP_GRACE_S
         self.args = ["--policy", str(policy), "--log", str(log), "--seed", str(seed)]
         self.args += ["--fleet", str(fleet)] if fleet is not None else ["--attach-admin", str(attach_admin)]
         self.args += [
@@ -70,13 +66,6 @@ class RouterProcess:
         self.args += list(extra_args)
         self.info: dict[str, Any] = {}
         """The ready line, after ``start()``."""
-        self._proc: asyncio.subprocess.Process | None = None
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        self._stderr_task: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     def _ready(self, key: str) -> str:
         if not self.info:
@@ -109,49 +98,16 @@ class RouterProcess:
         Raises InfrastructureError, with the tail of the child's stderr, if the child exits or
         prints nothing within ``timeout_s``.
         """
-        if self._proc is not None:
-            raise InfrastructureError("this RouterProcess was already started", "create a new one")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        self._proc = proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "harness.router",
-            *self.args,
-            "--exit-on-stdin-eof",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        self._stderr_task = asyncio.create_task(self._drain_stderr(proc.stderr))
-        problem = ""
-        try:
-            async with asyncio.timeout(timeout_s):
-                line = await proc.stdout.readline()
-            if not line:
-                await proc.wait()
-                problem = f"exited with code {proc.returncode} before it was ready"
-            else:
-                self.info = orjson.loads(line)
-        except TimeoutError:
-            problem = f"printed no ready line within {timeout_s:g} s"
-        except orjson.JSONDecodeError as exc:
-            problem = f"printed a line that is not JSON ({exc})"
+        await self._spawn("harness.router", self.args)
+        lines, problem = await self._ready_lines(1, timeout_s, "it was ready")
         if problem:
             await self.stop()
-            tail = " | ".join(self._stderr_tail) or "(no stderr)"
             raise InfrastructureError(
-                f"router {problem}; stderr: {tail}",
+                f"router {problem}; stderr: {self.stderr_tail()}",
                 "run `python -m harness.router ...` by hand to see the whole error",
             )
+        self.info = lines[0]
         return self.info
-
-    async def _drain_stderr(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            self._stderr_tail.append(line.decode(errors="replace").rstrip())
 
     async def state(self, *, timeout_s: float = 10.0) -> dict[str, Any]:
         """The router's ``/router/state`` (counts, in flight, injections)."""
@@ -171,40 +127,3 @@ class RouterProcess:
                 return await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise InfrastructureError(f"GET {url} failed: {exc!r}", "is the router still running?") from None
-
-    async def stop(self) -> None:
-        """Close stdin, SIGTERM, wait up to ``STOP_GRACE_S``, then kill. Safe to call twice."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                async with asyncio.timeout(STOP_GRACE_S):
-                    await proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        if self._stderr_task is not None:
-            try:
-                async with asyncio.timeout(1.0):
-                    await self._stderr_task
-            except TimeoutError:
-                self._stderr_task.cancel()
-            self._stderr_task = None
-
-    async def __aenter__(self) -> RouterProcess:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -1,0 +1,134 @@
+"""A harness service (mock fleet, reference router) in a child process, so it never competes for
+the harness's event loop.
+
+The child is ``python -m MODULE ... --exit-on-stdin-eof``: it prints JSON ready lines on stdout
+once listening, serves until SIGTERM, and also exits when its stdin (a pipe held here) closes, so
+it cannot outlive a parent that was killed. Its stderr is drained continuously (a full pipe would
+block it) and the last lines are kept for error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+import orjson
+
+from harness.errors import InfrastructureError
+
+STDERR_TAIL_LINES: Final = 20
+_PROJECT_ROOT: Final = str(Path(__file__).resolve().parents[1])
+
+
+class ChildProcess:
+    """Spawn, read ready lines, stop; subclasses say what the child is and what ready means."""
+
+    stop_grace_s: float = 5.0
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._stderr_task: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc is not None else None
+
+    def stderr_tail(self) -> str:
+        return " | ".join(self._stderr_tail) or "(no stderr)"
+
+    async def _spawn(self, module: str, args: list[str]) -> asyncio.subprocess.Process:
+        if self._proc is not None:
+            raise InfrastructureError(f"this {type(self).__name__} was already started", "create a new one")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        self._proc = proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module,
+            *args,
+            "--exit-on-stdin-eof",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        self._stderr_task = asyncio.create_task(self._drain_stderr(proc.stderr))
+        return proc
+
+    async def _ready_lines(
+        self, expected: int, timeout_s: float, what: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Up to ``expected`` JSON lines from stdout; the second item names the problem, if any."""
+        assert self._proc is not None and self._proc.stdout is not None
+        lines: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(timeout_s):
+                while len(lines) < expected:
+                    line = await self._proc.stdout.readline()
+                    if not line:
+                        await self._proc.wait()
+                        return lines, f"exited with code {self._proc.returncode} before {what}"
+                    lines.append(orjson.loads(line))
+        except TimeoutError:
+            return lines, f"reported {len(lines)} of {expected} ready line(s) within {timeout_s:g} s"
+        except orjson.JSONDecodeError as exc:
+            return lines, f"printed a line that is not JSON ({exc})"
+        return lines, ""
+
+    async def _drain_stderr(self, stream: asyncio.StreamReader) -> None:
+        """Keep the child's stderr pipe from filling up, remembering its last lines."""
+        while line := await stream.readline():
+            self._stderr_tail.append(line.decode(errors="replace").rstrip())
+
+    async def stop(self) -> None:
+        """Close stdin, SIGTERM, wait up to ``stop_grace_s``, then kill. Safe to call twice."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                async with asyncio.timeout(self.stop_grace_s):
+                    await proc.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._stderr_task is not None:
+            try:
+                async with asyncio.timeout(1.0):
+                    await self._stderr_task
+            except TimeoutError:
+                self._stderr_task.cancel()
+            self._stderr_task = None
+
+    async def start(self) -> Any:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
