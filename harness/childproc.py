@@ -13,7 +13,9 @@ import asyncio
 import collections
 import contextlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -132,3 +134,33 @@ class ChildProcess:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def stop_event(exit_on_stdin_eof: bool, name: str) -> asyncio.Event:
+    """The child's side of the contract: an event set on SIGINT/SIGTERM, and (with
+    ``exit_on_stdin_eof``) when stdin reaches EOF, i.e. when the parent holding the pipe died."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+            pass
+    if exit_on_stdin_eof:
+        fd = sys.stdin.fileno()
+
+        def read_until_eof() -> None:
+            # os.read on the raw fd: a daemon thread blocked inside sys.stdin's buffered reader
+            # holds its lock at interpreter shutdown, which aborts the process.
+            try:
+                while os.read(fd, 4096):
+                    pass
+            except OSError:
+                pass
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:
+                pass  # the loop is already closed
+
+        threading.Thread(target=read_until_eof, name=f"{name}-stdin-watch", daemon=True).start()
+    return stop

@@ -38,10 +38,8 @@ import gc
 import hashlib
 import importlib
 import os
-import signal
 import socket
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -52,6 +50,7 @@ import pyarrow as pa
 from aiohttp import web
 from pydantic import ValidationError
 
+from harness.childproc import stop_event
 from harness.errors import ExitCode, HarnessError, InfrastructureError
 from harness.mocks.azure_openai import make_azure_app
 from harness.mocks.ledger import Ledger, parquet_bytes_to_table, table_to_parquet_bytes
@@ -491,38 +490,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """Stop the fleet when stdin reaches EOF, i.e. when the parent that holds the pipe dies."""
-
-    fd = sys.stdin.fileno()
-
-    def read_until_eof() -> None:
-        # os.read on the raw fd: a daemon thread blocked inside sys.stdin's buffered reader holds
-        # its lock at interpreter shutdown, which aborts the process.
-        try:
-            while os.read(fd, 4096):
-                pass
-        except OSError:
-            pass
-        try:
-            loop.call_soon_threadsafe(stop.set)
-        except RuntimeError:
-            pass  # the loop is already closed
-
-    threading.Thread(target=read_until_eof, name="fleet-stdin-watch", daemon=True).start()
-
-
 def _stop_event(exit_on_stdin_eof: bool) -> asyncio.Event:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
-            pass
-    if exit_on_stdin_eof:
-        _watch_stdin(loop, stop)
-    return stop
+    return stop_event(exit_on_stdin_eof, "fleet")
 
 
 def _print_lines(infos: list[dict[str, Any]]) -> None:

@@ -26,9 +26,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import signal
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,6 +34,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from harness.childproc import stop_event
 from harness.compliance.policy import CompiledPolicy
 from harness.errors import ExitCode, HarnessError, InfrastructureError, InputError
 from harness.profile import load_policy
@@ -240,29 +239,7 @@ async def start_router(config: RouterConfig) -> RunningRouter:
 
 
 def _stop_event(exit_on_stdin_eof: bool) -> asyncio.Event:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
-            pass
-    if exit_on_stdin_eof:
-        fd = sys.stdin.fileno()
-
-        def read_until_eof() -> None:
-            try:
-                while os.read(fd, 4096):
-                    pass
-            except OSError:
-                pass
-            try:
-                loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:
-                pass  # the loop is already closed
-
-        threading.Thread(target=read_until_eof, name="router-stdin-watch", daemon=True).start()
-    return stop
+    return stop_event(exit_on_stdin_eof, "router")
 
 
 async def _serve(config: RouterConfig, exit_on_stdin_eof: bool) -> None:
