@@ -208,8 +208,11 @@ def knee_svg(result: CapacityResult) -> str:
     probes = sorted(result.probes, key=lambda p: p.rate_rps)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     rates = [p.rate_rps for p in probes]
-    ax.plot(rates, [p.latency_p99_ms for p in probes], "o-", label="latency p99 (from intended)")
-    ax.plot(rates, [p.ttft_p99_ms for p in probes], "s-", label="TTFT p99 (from intended)")
+    nan = float("nan")  # a probe without the value: a gap in the line
+    latency = [nan if p.latency_p99_ms is None else p.latency_p99_ms for p in probes]
+    ttft = [nan if p.ttft_p99_ms is None else p.ttft_p99_ms for p in probes]
+    ax.plot(rates, latency, "o-", label="latency p99 (from intended)")
+    ax.plot(rates, ttft, "s-", label="TTFT p99 (from intended)")
     for p in probes:
         ax.annotate(
             "pass" if p.passed else p.verdict.lower(),

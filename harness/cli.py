@@ -12,7 +12,7 @@ import sys
 import traceback
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -20,6 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.errors import ExitCode, HarnessError
+
+if TYPE_CHECKING:
+    from harness.runner import RunOutcome
 
 app = typer.Typer(
     add_completion=False,
@@ -111,7 +114,7 @@ def _fmt(value: float | None, unit: str = "ms") -> str:
     return "—" if value is None else f"{value:,.1f} {unit}"
 
 
-def _print_final(outcome) -> None:  # type: ignore[no-untyped-def]
+def _print_final(outcome: RunOutcome) -> None:
     s = outcome.summary
     c = s["counts"]
     table = Table(title=f"run {s['meta']['run_id']}", show_header=True, header_style="bold")

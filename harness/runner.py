@@ -13,11 +13,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow.parquet as pq
 from pydantic import ValidationError
@@ -791,7 +791,10 @@ def run_profile(
     return run_with_uvloop(run_loaded(loaded, results_root, console=console, progress=progress))
 
 
-def run_with_uvloop(coro):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def run_with_uvloop(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on uvloop where available; the entry point owns the loop (STYLE 13)."""
     try:
         import uvloop

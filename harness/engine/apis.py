@@ -26,6 +26,7 @@ from typing import Any, Final, NamedTuple
 from harness.profile.models import API_DIALECTS
 from harness.protocols import azure_openai as aoai, bedrock, responses, vertex
 from harness.protocols.events import StreamState
+from harness.protocols.openai_flavor import Flavor
 
 # APIs that only exist as sessions (a WebSocket carries every turn)
 SESSION_ONLY_APIS: Final = frozenset({"realtime"})
@@ -150,7 +151,7 @@ class TemplateFactory:
 
     def __call__(self, prompt: str, max_tokens: int) -> Any:
         api, dialect = self.api, self.dialect
-        flavor = "azure" if dialect == "azure_openai" else "openai"
+        flavor: Flavor = "azure" if dialect == "azure_openai" else "openai"
         if api in ("chat.completions", "completions"):
             cls = aoai.ChatRequestTemplate if api == "chat.completions" else aoai.CompletionRequestTemplate
             return cls(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from harness.workload.plan import Planned
 
 
-def think_sampler(think: ThinkTime, rng: random.Random):  # type: ignore[no-untyped-def]
+def think_sampler(think: ThinkTime, rng: random.Random) -> Callable[[], int]:
     """A function drawing one think time in ns."""
     mean_ns = think.mean_ms * 1e6
     if think.distribution == "constant":

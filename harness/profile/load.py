@@ -137,7 +137,7 @@ def _route_problems(data: dict[str, Any], fleet: Fleet | None) -> list[Problem]:
                 Problem(f"target.endpoints.{name}", "also defined in the fleet file; rename one of them")
             )
         known[name] = None  # external endpoints accept any deployment name
-        spec = external[name]
+        spec = external.get(name) if isinstance(external, dict) else None
         dialect = spec.get("dialect", "azure_openai") if isinstance(spec, dict) else None
         if isinstance(dialect, str):
             dialects[name] = dialect

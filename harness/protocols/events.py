@@ -96,6 +96,14 @@ class StreamState:
         """True once the protocol's end or an error ended the stream; later bytes are ignored."""
         return self.done or self.error is not None
 
+    def feed(self, data: Any, events: list[tuple[Any, ...]] | None = None) -> int:
+        """Parse the next bytes (or message); how many content-bearing chunks they completed."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """The body (or connection) ended: a stream cut short of the protocol's end is an error."""
+        raise NotImplementedError
+
     def _fail(self, message: str, events: list[tuple[Any, ...]] | None) -> None:
         self.error = message
         if events is not None:
