@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from harness.report.markdown import router_lines
 from harness.results.reader import read_ledger, read_records
 from harness.runner import prepare, run_loaded
 
@@ -102,3 +103,5 @@ async def test_region_outage_fails_over_inside_azure(tmp_path: Path) -> None:
     assert 1.4 <= st["first_failover_s"] <= 3.0
     assert outcome.compliance["violations_total"] == 0
     assert outcome.summary["meta"]["fleet_events"][0]["outage"] is True
+    shown = "\n".join(router_lines(st))  # what summary.md and report.html say about it
+    assert f"first at {st['first_failover_s']:,.2f} s" in shown and "outside the allowed set: 0" in shown

@@ -17,6 +17,7 @@ from harness.report.markdown import (
     fmt_num,
     fmt_observed,
     latency_rows,
+    router_lines,
     verdict_of,
 )
 from harness.report.plots import Plot, run_plots
@@ -149,6 +150,30 @@ def _compliance(compliance: dict[str, Any] | None, summary: dict[str, Any]) -> s
             f"{fmt_num(recon.get('sent_not_in_ledger'))}, "
             f"in ledger but not sent {fmt_num(recon.get('in_ledger_not_sent'))}, served more than once "
             f"{fmt_num(recon.get('served_more_than_once'))}).</p>"
+        )
+    st = comp.get("router_self_test")
+    if st:
+        rows = [
+            [f"<code>{_e(n)}</code>", fmt_num(x["applied"]), fmt_num(x["reported"]), _e(x["expected_kind"])]
+            for n, x in (st.get("switches") or {}).items()
+            if x.get("applied") or x.get("reported")
+        ]
+        prose = [line for line in router_lines(st) if line and not line.startswith("|")]
+        html += "<h3>Reference router</h3>" + "".join(
+            f"<p>{_e(line.replace('**', ''))}</p>" for line in prose
+        )
+        if rows:
+            html += _table(["switch", "injected", "reported", "as"], rows, {1, 2})
+    events = (summary.get("meta") or {}).get("fleet_events") or []
+    if events:
+        html += (
+            "<p>Fleet events: "
+            + "; ".join(
+                f"{_e(e.get('endpoint'))} at {fmt_num(e.get('applied_s'), 2)} s: "
+                + ", ".join(f"{_e(k)} {_e(v)}" for k, v in e.items() if k in ("outage", "faults"))
+                for e in events
+            )
+            + "</p>"
         )
     listed = comp.get("violations") or []
     if listed:

@@ -188,4 +188,31 @@ def _compliance_lines(compliance: dict[str, Any] | None) -> list[str]:
     served = compliance.get("served_by_cloud") or {}
     if served:
         lines.append("Served by cloud: " + ", ".join(f"{k} {v}" for k, v in served.items()) + ".")
+    lines += router_lines(compliance.get("router_self_test"))
+    return lines
+
+
+def router_lines(st: dict[str, Any] | None) -> list[str]:
+    """The reference router's self-test: its injections against the judgement, and failovers."""
+    if not st:
+        return []
+    state = "consistent" if st.get("consistent") else "**INCONSISTENT**"
+    lines = ["", f"Reference router self-test: {state} (its injection log against the judgement)."]
+    rows = [
+        [f"`{name}`", fmt_num(s["applied"]), fmt_num(s["reported"]), f"`{s['expected_kind']}`"]
+        for name, s in (st.get("switches") or {}).items()
+        if s.get("applied") or s.get("reported")
+    ]
+    if rows:
+        lines += ["", *_table(["switch", "injected", "reported", "as"], rows, "lrrl"), ""]
+    if st.get("unexplained_violations"):
+        lines.append(f"Violations no injection explains: {fmt_num(st['unexplained_violations'])}.")
+    if st.get("failovers"):
+        where = ", ".join(f"{k} {v}" for k, v in (st.get("failovers_by_backend") or {}).items())
+        first, last = fmt_num(st.get("first_failover_s"), 2), fmt_num(st.get("last_failover_s"), 2)
+        outside = fmt_num(st.get("failovers_left_allowed_set"))
+        lines.append(
+            f"Failovers: {fmt_num(st['failovers'])} (from {where}); first at {first} s, last at {last} s "
+            f"after the load started; outside the allowed set: {outside}."
+        )
     return lines
