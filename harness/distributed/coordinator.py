@@ -32,12 +32,14 @@ from harness.engine.targets import prepare_routes
 from harness.engine.workers import EngineResult, endpoints_to_wire, make_spec, part_name
 from harness.errors import ExitCode, HarnessError
 from harness.mocks.process import FleetProcess
+from harness.profile.models import ROUTER_ENDPOINT
 from harness.results import rundir
 from harness.runner import (
     _declared_clouds,
     _judge_and_summarize,
     _resolve_endpoints,
     _setup_log,
+    _start_router,
     log,
     prepare,
 )
@@ -82,10 +84,13 @@ async def coordinate(args: argparse.Namespace) -> int:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     fleet = FleetProcess(loaded.fleet_path) if loaded.fleet_path is not None else None
     started_wall = datetime.now(UTC)
+    router = None
     try:
         try:
             endpoints_info = await fleet.start() if fleet is not None else []
             endpoints = _resolve_endpoints(loaded, endpoints_info)
+            if profile.target.router is not None and fleet is not None:
+                router, endpoints[ROUTER_ENDPOINT] = await _start_router(loaded, fleet, run_dir)
             prepare_routes(profile, endpoints)
         except HarnessError as exc:
             _emit({"error": exc.one_line(), "exit_code": int(exc.exit_code)})
@@ -124,6 +129,8 @@ async def coordinate(args: argparse.Namespace) -> int:
         if fleet is not None:
             pq.write_table(await fleet.fetch_ledger(), run_dir / rundir.LEDGER)
     finally:
+        if router is not None:
+            await router.stop()
         if fleet is not None:
             await fleet.stop()
     try:
