@@ -97,11 +97,12 @@ def scaled(loaded: LoadedProfile, rate_rps: float, duration_s: float) -> LoadedP
     """The profile with its total mean arrival rate set to ``rate_rps`` (mix kept) and a new duration."""
     profile = loaded.profile
     factor = rate_rps / planned_rate_rps(profile.model_copy(update={"duration_s": duration_s}))
-    scenarios = []
-    for s in profile.scenarios:
-        assert s.arrival is not None  # run_capacity refuses trace scenarios
-        scenarios.append(s.model_copy(update={"arrival": scaled_arrival(s.arrival, factor)}))
-    new = profile.model_copy(update={"scenarios": scenarios, "duration_s": duration_s})
+    scenarios = [  # trace scenarios are refused by run_capacity; mixed ones scale with their mix
+        s if s.arrival is None else s.model_copy(update={"arrival": scaled_arrival(s.arrival, factor)})
+        for s in profile.scenarios
+    ]
+    mixes = {name: scaled_arrival(a, factor) for name, a in profile.mixes.items()}
+    new = profile.model_copy(update={"scenarios": scenarios, "mixes": mixes, "duration_s": duration_s})
     return dataclasses.replace(loaded, profile=new)
 
 

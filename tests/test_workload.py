@@ -6,6 +6,8 @@ import itertools
 import random
 import statistics
 
+import pytest
+
 from harness.profile.models import Profile
 from harness.workload import build_plan
 from harness.workload.arrivals import constant, poisson
@@ -195,3 +197,89 @@ def test_scaled_arrival_multiplies_every_rate() -> None:
     assert steps.steps[0].rate_rps == 15.0
     g = scaled_arrival(_arrival({"process": "gamma", "rate_rps": 4, "burstiness": 0.5}), 0.5)
     assert (g.rate_rps, g.burstiness) == (2.0, 0.5)
+
+
+def test_a_mix_shares_one_arrival_process_between_scenarios_by_weight() -> None:
+    """Scenarios with ``mix`` take weighted shares of one profile-level arrival process: the
+    merged arrivals are exactly the mix's process, split about 3:1, deterministically."""
+    from harness.profile.models import Profile
+    from harness.workload.plan import scenario_rates_rps
+
+    def profile(seed: int) -> Profile:
+        return Profile.model_validate(
+            {
+                "name": "mix",
+                "seed": seed,
+                "duration_s": 20,
+                "target": {"endpoints": {"e": {"base_url": "http://127.0.0.1:9"}}},
+                "mixes": {"interactive": {"process": "constant", "rate_rps": 100}},
+                "scenarios": [
+                    {
+                        "name": "chat",
+                        "mix": "interactive",
+                        "weight": 3,
+                        "routes": [{"endpoint": "e", "deployment": "d"}],
+                    },
+                    {
+                        "name": "embed",
+                        "api": "embeddings",
+                        "mix": "interactive",
+                        "weight": 1,
+                        "routes": [{"endpoint": "e", "deployment": "d"}],
+                    },
+                ],
+            }
+        )
+
+    plan = list(build_plan(profile(1)))
+    assert [p.offset_ns for p in plan] == [i * 10_000_000 for i in range(2000)]
+    share = sum(p.scenario == 0 for p in plan) / len(plan)
+    assert 0.72 < share < 0.78
+    assert [(p.scenario, p.route) for p in plan] == [(p.scenario, p.route) for p in build_plan(profile(1))]
+    assert [p.scenario for p in plan] != [p.scenario for p in build_plan(profile(2))]
+    assert scenario_rates_rps(profile(1)) == [75.0, 25.0]
+
+
+def test_mix_references_are_checked() -> None:
+    """A scenario naming an unknown mix, a mix nobody uses, or a scenario with both an arrival and
+    a mix is refused with the fix."""
+    from pydantic import ValidationError
+
+    from harness.profile.models import Profile
+
+    base = {
+        "name": "mix",
+        "duration_s": 1,
+        "target": {"endpoints": {"e": {"base_url": "http://127.0.0.1:9"}}},
+    }
+    route = [{"endpoint": "e", "deployment": "d"}]
+    cases = [
+        ({"scenarios": [{"name": "a", "mix": "nope", "routes": route}]}, "unknown mixes nope"),
+        (
+            {
+                "mixes": {"m": {"process": "constant", "rate_rps": 1}},
+                "scenarios": [
+                    {"name": "a", "arrival": {"process": "constant", "rate_rps": 1}, "routes": route}
+                ],
+            },
+            "no scenario takes a share of mix(es) m",
+        ),
+        (
+            {
+                "mixes": {"m": {"process": "constant", "rate_rps": 1}},
+                "scenarios": [
+                    {
+                        "name": "a",
+                        "mix": "m",
+                        "arrival": {"process": "constant", "rate_rps": 1},
+                        "routes": route,
+                    }
+                ],
+            },
+            "exactly one of [arrival]",
+        ),
+    ]
+    for extra, message in cases:
+        with pytest.raises(ValidationError) as err:
+            Profile.model_validate({**base, **extra})
+        assert message in str(err.value)

@@ -212,6 +212,10 @@ class Scenario(Strict):
     sold_through: str = Field(default="direct", description="partner the call was sold through")
     arrival: Arrival | None = None
     trace: Trace | None = Field(default=None, description="replay a recorded trace instead of `arrival`")
+    mix: str | None = Field(
+        default=None, description="take a share of a profile-level arrival process ([mixes.NAME]) by weight"
+    )
+    weight: float = Field(default=1.0, gt=0, description="this scenario's share of its mix")
     routes: list[Route] = Field(min_length=1)
     max_in_flight: int | None = Field(
         default=None, ge=1, description="this scenario's own in-flight cap (within client.max_in_flight)"
@@ -246,9 +250,10 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _arrival_or_trace(self) -> Scenario:
-        if (self.arrival is None) == (self.trace is None):
+        if sum(x is not None for x in (self.arrival, self.trace, self.mix)) != 1:
             raise ValueError(
-                "a scenario needs exactly one of [arrival] (a generated process) or [trace] (a replay)"
+                "a scenario needs exactly one of [arrival] (a generated process), [trace] (a replay) "
+                "or mix = \"NAME\" (a weighted share of [mixes.NAME])"
             )
         return self
 
@@ -475,6 +480,11 @@ class Profile(Strict):
     client: Client = Field(default_factory=Client)
     validity: Validity = Field(default_factory=Validity)
     scenarios: list[Scenario] = Field(min_length=1)
+    mixes: dict[str, Arrival] = Field(
+        default_factory=dict,
+        description="shared arrival processes: each arrival of [mixes.NAME] is one request of a scenario "
+        "with mix = NAME, chosen by the scenarios' weights",
+    )
     thresholds: list[str] = Field(
         default_factory=list,
         description="SLO expressions such as 'p99(ttft{scenario=\"chat\"}) < 800ms' (docs/gates.md)",
@@ -489,6 +499,16 @@ class Profile(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"scenario names must be unique; repeated: {', '.join(dupes)}")
+        used = {s.mix for s in self.scenarios if s.mix is not None}
+        unknown = sorted(used - set(self.mixes))
+        if unknown:
+            raise ValueError(f"scenarios name unknown mixes {', '.join(unknown)}; define them under [mixes]")
+        unused = sorted(set(self.mixes) - used)
+        if unused:
+            raise ValueError(f"no scenario takes a share of mix(es) {', '.join(unused)}; remove them")
+        closed = sorted(n for n, a in self.mixes.items() if isinstance(a, ClosedArrival))
+        if closed:
+            raise ValueError(f"mix(es) {', '.join(closed)} must be open-loop arrival processes, not closed")
         if self.target.fleet is None and not self.target.endpoints:
             raise ValueError(
                 "target needs a fleet file (target.fleet) or at least one target.endpoints entry"

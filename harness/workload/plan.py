@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import accumulate
 from pathlib import Path
+from typing import Any
 
 from harness.profile.models import Profile, Scenario
 from harness.workload.arrivals import mean_rate_rps, offsets_ns
@@ -122,6 +123,34 @@ def _trace_stream(
         stream.close()
 
 
+def _turns_drawer(seed: int, scenario: Scenario) -> Callable[[], int]:
+    """Turns per arrival: 1, a session's fixed turns, or uniform in [turns, turns_max] (seeded)."""
+    session = scenario.session
+    if session is None:
+        return lambda: 1
+    if session.turns_max is not None and session.turns_max > session.turns:
+        return partial(_rng(seed, scenario, "turns").randint, session.turns, session.turns_max)
+    turns = session.turns
+    return lambda: turns
+
+
+def _mix_stream(
+    seed: int, duration_s: float, name: str, arrival: Any, members: list[tuple[int, Scenario]]
+) -> Iterator[_Item]:
+    """One shared arrival process; each arrival is one request of a member scenario, chosen by
+    weight from the mix's own seeded stream (routes and turns from the scenario's own streams)."""
+    rng = random.Random(f"{seed}/mix/{name}/arrivals")
+    pick = random.Random(f"{seed}/mix/{name}/scenarios").choices
+    cum = list(accumulate(s.weight for _, s in members))
+    population = range(len(members))
+    routes = [_route_picker(seed, s) for _, s in members]
+    turns = [_turns_drawer(seed, s) for _, s in members]
+    for seq, t in enumerate(offsets_ns(arrival, duration_s, rng)):
+        m = pick(population, cum_weights=cum)[0]
+        route = routes[m]
+        yield (t, members[m][0], seq, 0 if route is None else route(), turns[m](), None)
+
+
 def _scenario_stream(
     seed: int, duration_s: float, s_idx: int, scenario: Scenario, base_dir: Path
 ) -> Iterator[_Item]:
@@ -156,7 +185,11 @@ def build_plan(profile: Profile, base_dir: Path | None = None) -> Iterator[Plann
     streams = [
         _scenario_stream(profile.seed, profile.duration_s, i, s, base)
         for i, s in enumerate(profile.scenarios)
+        if s.mix is None
     ]
+    for name, arrival in profile.mixes.items():
+        members = [(i, s) for i, s in enumerate(profile.scenarios) if s.mix == name]
+        streams.append(_mix_stream(profile.seed, profile.duration_s, name, arrival, members))
     merged = streams[0] if len(streams) == 1 else heapq.merge(*streams)
     index = 0
     session = 0
@@ -228,6 +261,9 @@ def scenario_rates_rps(profile: Profile, base_dir: Path | None = None) -> list[f
     for s in profile.scenarios:
         if s.trace is not None:
             rates.append(_trace_rate_rps(profile, s, base))
+        elif s.mix is not None:
+            share = s.weight / sum(m.weight for m in profile.scenarios if m.mix == s.mix)
+            rates.append(mean_rate_rps(profile.mixes[s.mix], profile.duration_s) * share * mean_turns(s))
         else:
             assert s.arrival is not None
             rates.append(mean_rate_rps(s.arrival, profile.duration_s) * mean_turns(s))
