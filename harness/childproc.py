@@ -28,6 +28,31 @@ STDERR_TAIL_LINES: Final = 20
 _PROJECT_ROOT: Final = str(Path(__file__).resolve().parents[1])
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a child service: this checkout importable, output unbuffered."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+async def terminate(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    """Close the child's stdin, SIGTERM it, wait up to ``grace_s``, then kill it."""
+    if proc.returncode is not None:
+        return
+    if proc.stdin is not None:
+        proc.stdin.close()
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        async with asyncio.timeout(grace_s):
+            await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
 class ChildProcess:
     """Spawn, read ready lines, stop; subclasses say what the child is and what ready means."""
 
@@ -52,9 +77,7 @@ class ChildProcess:
     async def _spawn(self, module: str, args: list[str]) -> asyncio.subprocess.Process:
         if self._proc is not None:
             raise InfrastructureError(f"this {type(self).__name__} was already started", "create a new one")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_env()
         self._proc = proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -100,18 +123,7 @@ class ChildProcess:
         proc = self._proc
         if proc is None:
             return
-        if proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                async with asyncio.timeout(self.stop_grace_s):
-                    await proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        await terminate(proc, self.stop_grace_s)
         if self._stderr_task is not None:
             try:
                 async with asyncio.timeout(1.0):

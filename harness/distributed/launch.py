@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import sys
@@ -20,6 +19,7 @@ from typing import Any, Final
 import orjson
 from rich.console import Console
 
+from harness.childproc import child_env
 from harness.errors import ExitCode, InfrastructureError
 from harness.profile import LoadedProfile
 from harness.results import rundir
@@ -38,12 +38,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(LOCUSTFILE.parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 async def _spawn(args: Sequence[str], log_path: Path) -> asyncio.subprocess.Process:
@@ -55,7 +49,7 @@ async def _spawn(args: Sequence[str], log_path: Path) -> asyncio.subprocess.Proc
             *args,
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
-            env=_env(),
+            env=child_env(),
         )
 
 

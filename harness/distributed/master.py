@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -25,10 +24,10 @@ import gevent.event
 import orjson
 from locust.runners import STATE_MISSING, LocalRunner
 
+from harness.childproc import child_env
 from harness.distributed import protocol
 
 log = logging.getLogger("harness.distributed.master")
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class MasterSide:
@@ -134,8 +133,7 @@ class MasterSide:
             cmd += ["--threshold", t]
         if o.harness_no_report:
             cmd.append("--no-report")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
+        env = child_env()
         self.coordinator = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         assert self.coordinator.stdout is not None
         line = self.coordinator.stdout.readline()

@@ -22,10 +22,10 @@ import gevent
 import gevent.event
 import orjson
 
+from harness.childproc import child_env
 from harness.distributed import protocol
 
 log = logging.getLogger("harness.distributed.worker")
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class WorkerSide:
@@ -46,9 +46,7 @@ class WorkerSide:
 
     @staticmethod
     def _spawn() -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_env()
         return subprocess.Popen(
             [sys.executable, "-m", "harness.engine.workers"],
             stdin=subprocess.PIPE,

@@ -37,6 +37,7 @@ from typing import Any, Final
 
 import orjson
 
+from harness.childproc import child_env
 from harness.clock import RunEpoch
 from harness.engine.shard import check_shard, shard
 from harness.engine.targets import ResolvedEndpoint, prepare_routes
@@ -60,7 +61,6 @@ COUNTER_NAMES: Final = ("planned", "sent", "in_flight", "ok", "error", "timeout"
 HISTOGRAMS: Final = ("schedule_lag", "loop_lag", "latency")
 """What every worker ships: schedule lag and event-loop lag (validity), and latency from the
 intended time of ok requests (the same definition as ``derive.latency_ms``), all in µs."""
-_PROJECT_ROOT: Final = str(Path(__file__).resolve().parents[2])
 
 
 def part_name(k: int) -> str:
@@ -480,9 +480,7 @@ class WorkerProcess:
         return self.proc.pid if self.proc is not None else None
 
     async def spawn(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_env()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

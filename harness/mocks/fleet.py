@@ -33,7 +33,6 @@ only place here that installs uvloop; the library stays loop-agnostic.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import hashlib
 import importlib
@@ -50,7 +49,7 @@ import pyarrow as pa
 from aiohttp import web
 from pydantic import ValidationError
 
-from harness.childproc import stop_event
+from harness.childproc import child_env, stop_event, terminate
 from harness.errors import ExitCode, HarnessError, InfrastructureError
 from harness.mocks.azure_openai import make_azure_app
 from harness.mocks.ledger import Ledger, parquet_bytes_to_table, table_to_parquet_bytes
@@ -578,25 +577,11 @@ class _Worker:
             self.endpoints.append(orjson.loads(line))
 
     async def stop(self) -> None:
-        proc = self.proc
-        if proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                async with asyncio.timeout(WORKER_STOP_GRACE_S):
-                    await proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        await terminate(self.proc, WORKER_STOP_GRACE_S)
 
 
 async def _spawn_worker(fleet_path: str, ports: list[int], index: int, procs: int) -> _Worker:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
+    env = child_env()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
