@@ -103,7 +103,7 @@ async def client(kind: str, port: int, duration_s: float) -> dict:
             "POST", path, f"127.0.0.1:{port}", {"Content-Type": "application/json"}, body_len=2
         )
         while time.perf_counter() < end:
-            sink = _StreamSink(epoch)
+            sink = _StreamSink(epoch, ChatStreamParser())
             await pool.request(head.with_id("x"), b"{}", sink)
             sink.parser.close()
             n += len(sink.token_ns)
