@@ -135,6 +135,12 @@ class SSEParser:
         return pending
 
     @property
+    def idle(self) -> bool:
+        """True between events: nothing carried over, so a read that is one whole event can be
+        read by a caller that knows its shape without this parser (see ``ChatStreamParser``)."""
+        return not self._buf and not self._skip_lf and not self._at_start
+
+    @property
     def last_event_id(self) -> str | None:
         """The last ``id`` the server sent (what a reconnect would send as Last-Event-ID)."""
         return self._last_id
