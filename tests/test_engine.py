@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import Counter
 
@@ -374,3 +375,30 @@ async def test_scenario_in_flight_cap_is_its_own() -> None:
     by = Counter((r.scenario, r.outcome) for r in records)
     assert by[("capped", "ok")] == 3 and by[("capped", "dropped")] == 17
     assert by[("free", "ok")] == 20
+
+
+async def test_the_plan_is_out_of_the_collectors_walks_during_dispatch_only() -> None:
+    """gc.freeze while dispatching (the plan is not walked by full collections), thawed after,
+    also when the run ends in an error."""
+    seen: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"choices": [], "id": "x", "object": "chat.completion"})
+
+    runner, url = await start_server(handler)
+    try:
+        prof = profile(50, 0.2, stream=False)
+        endpoints = {"t": ResolvedEndpoint("t", "azure_openai", url, "k")}
+        epoch = RunEpoch.now(lead_ns=20_000_000)
+        plan = build_plan(prof)
+
+        def sink(record: Record) -> None:
+            seen.append(gc.get_freeze_count())
+
+        dispatcher = Dispatcher(prepare_routes(prof, endpoints), prof.client, epoch, sink)
+        assert gc.get_freeze_count() == 0
+        await asyncio.wait_for(dispatcher.run(plan), timeout=30)
+    finally:
+        await runner.cleanup()
+    assert len(seen) == 10 and min(seen) > 10_000  # the modules loaded, at least
+    assert gc.get_freeze_count() == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -529,3 +531,29 @@ def test_write_json_is_atomic_and_indented(tmp_path: Path) -> None:
     assert text.startswith("{\n  ")
     assert orjson.loads(text)["a"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_row_groups_stay_batch_rows_when_slices_do_not_divide_them(tmp_path: Path) -> None:
+    """Rows are converted in slices on the caller's thread; a row group is still batch_rows."""
+    path = tmp_path / REQUESTS
+    with RecordWriter(path, batch_rows=1000) as w:
+        for i in range(3500):
+            w.add(synthetic(i))
+    meta = pq.read_metadata(path)
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 1000, 500]
+    assert pq.read_table(path).column("index").to_pylist() == list(range(3500))
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes only")
+def test_writer_thread_runs_in_the_idle_scheduling_class(tmp_path: Path) -> None:
+    """The file-writing thread never takes a time slice from the event loop's thread."""
+    w = RecordWriter(tmp_path / REQUESTS)
+    try:
+        native_id = w._thread.native_id
+        deadline = time.monotonic() + 5
+        while os.sched_getscheduler(native_id) != os.SCHED_IDLE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.sched_getscheduler(native_id) == os.SCHED_IDLE
+        assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller's thread is untouched
+    finally:
+        w.close()
