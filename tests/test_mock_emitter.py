@@ -5,6 +5,7 @@ stops reading. Real loopback sockets throughout."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +14,18 @@ from typing import Any
 import aiohttp
 import orjson
 
-from harness.mocks.emitter import BACKLOG, CLOSED, DONE, HIGH_WATER_BYTES, TokenEmitter, emitter_for
+from harness.mocks.emitter import (
+    BACKLOG,
+    BINS,
+    CLOSED,
+    DONE,
+    HIGH_WATER_BYTES,
+    TokenEmitter,
+    emitter_for,
+    hist_percentile,
+    merge_snapshots,
+    with_percentiles,
+)
 from harness.mocks.fleet import start_fleet
 from harness.profile.models import Fleet, FleetEndpoint, Latency
 from harness.protocols import azure_openai as wire
@@ -205,5 +217,176 @@ async def test_the_azure_mock_streams_through_the_wheel_byte_for_byte() -> None:
             12,
             len(raw),
         )
+    finally:
+        await running.stop()
+
+
+# --------------------------------------------------------------------------- emission timing
+
+
+async def test_every_wheel_chunk_is_timed_and_none_is_early() -> None:
+    """The emission histogram counts every chunk the wheel wrote, the ITL histogram every one
+    after a stream's first; no chunk is written before its due time (fixed and drawn gaps)."""
+    loop = asyncio.get_running_loop()
+    emitter = TokenEmitter(loop)
+    gaps = iter([0.0013, 0.0041, 0.0007, 0.0029, 0.0052] * 10)
+    async with pairs(6) as conns:
+        due = loop.time() + 0.0037
+        emissions = [
+            emitter.start(t, b"<", PIECES, b">", 0, 9, due + k * 0.0011, 0.003 if k else lambda: next(gaps))
+            for k, (t, _) in enumerate(conns)
+        ]
+        outcomes = await asyncio.wait_for(asyncio.gather(*(e.done for e in emissions)), 5)
+        assert outcomes == [DONE] * 6
+    stats = emitter.stats
+    assert stats is not None
+    written = sum(e.tokens for e in emissions)
+    assert written == 6 * 9
+    assert sum(stats.emit) == written
+    assert sum(stats.itl) == written - 6
+    assert stats.early == 0
+    snap = with_percentiles(stats.snapshot())
+    assert snap["chunks"] == written and snap["early"] == 0
+    assert all(0 <= i <= BINS and n > 0 for i, n in snap["emission_error"])
+    assert snap["percentiles_ms"]["emission_error"]["p50"] is not None
+
+
+async def test_recording_switches_off_and_back_on_afresh() -> None:
+    """With recording off the wheel keeps no counts; switched on again it starts from zero."""
+    loop = asyncio.get_running_loop()
+    emitter = TokenEmitter(loop, record=False)
+    assert emitter.stats is None and not emitter.recording
+    async with pairs(1) as [(transport, sink)]:
+        emission = emitter.start(transport, b"", PIECES, b"", 0, 4, loop.time() + 0.002, 0.002)
+        assert await asyncio.wait_for(emission.done, 5) == DONE
+        emitter.record(True)
+        assert emitter.stats is not None and sum(emitter.stats.emit) == 0
+        emission = emitter.start(transport, b"", PIECES, b"", 0, 3, loop.time() + 0.002, 0.002)
+        assert await asyncio.wait_for(emission.done, 5) == DONE
+        await asyncio.sleep(0.02)
+    assert sum(emitter.stats.emit) == 3
+    assert sink.data() == b"".join(framed(PIECES[i % 3]) for i in [0, 1, 2, 3, 0, 1, 2])
+
+
+async def test_a_paused_reader_gets_every_chunk_in_order_across_direct_and_buffered_writes() -> None:
+    """Direct sends fill the socket, the rest waits in the transport's buffer, and the stream
+    goes back to direct sends once it drains: the reader still sees exactly the framed chunks
+    in order (up to where a backlog handed the stream back)."""
+    loop = asyncio.get_running_loop()
+    emitter = TokenEmitter(loop)
+    head = b"h" * 30_000
+    async with pairs(1) as [(transport, sink)]:
+        # small socket buffers: the sends fall short at once
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16_384)
+        sink.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)
+        buffered: list[int] = []
+        write = transport.write
+
+        def spy(data: bytes) -> None:
+            buffered.append(len(data))
+            write(data)
+
+        transport.write = spy
+        sink.transport.pause_reading()
+        emission = emitter.start(transport, head, PIECES, b"t", 0, 40, loop.time() + 0.001, 0.002)
+        await asyncio.sleep(0.03)
+        sink.transport.resume_reading()
+        outcome = await asyncio.wait_for(emission.done, 10)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if transport.get_write_buffer_size() == 0 and len(sink.data()) >= emission.bytes:
+                break
+        await asyncio.sleep(0.05)
+    expected = b"".join(framed(head + PIECES[i % 3] + b"t") for i in range(emission.index))
+    assert outcome in (DONE, BACKLOG)
+    assert buffered  # some bytes went through the transport's buffer
+    assert sink.data() == expected
+
+
+async def test_the_wheel_never_closes_the_transports_socket() -> None:
+    """The socket the wheel sends on is borrowed: after the emission (and a collection) the
+    transport still writes to the same connection."""
+    import gc
+
+    loop = asyncio.get_running_loop()
+    emitter = TokenEmitter(loop)
+    async with pairs(1) as [(transport, sink)]:
+        emission = emitter.start(transport, b"", PIECES, b"", 0, 2, loop.time() + 0.001, 0.001)
+        assert await asyncio.wait_for(emission.done, 5) == DONE
+        del emission
+        gc.collect()
+        transport.write(b"after")
+        await asyncio.sleep(0.05)
+        assert not transport.is_closing()
+    assert sink.data() == framed(b"aa") + framed(b"bbb") + b"after"
+
+
+def test_snapshots_merge_by_summing_bins_and_percentiles_are_bin_upper_edges() -> None:
+    """Multi-process fleets add their workers' sparse bins; a percentile is its bin's upper edge."""
+    a = {"chunks": 3, "early": 0, "seconds": 1.0, "emission_error": [[0, 1], [5, 2]], "itl_error": [[1, 1]]}
+    b = {"chunks": 2, "early": 1, "seconds": 2.0, "emission_error": [[5, 1], [BINS, 1]], "itl_error": []}
+    merged = merge_snapshots([a, b])
+    assert merged["emission_error"] == [[0, 1], [5, 3], [BINS, 1]]
+    assert (merged["chunks"], merged["early"], merged["seconds"]) == (5, 1, 2.0)
+    assert hist_percentile(merged["emission_error"], 0.5) == 0.06  # bin 5: 50-60 µs
+    assert hist_percentile(merged["emission_error"], 1.0) == float("inf")
+    assert hist_percentile([], 0.5) is None
+
+
+async def test_the_admin_api_serves_the_emission_timing_of_real_streams() -> None:
+    """A real mock on 127.0.0.1:0, real clients reading whole streams: the admin API's counts are
+    the chunks the wheel wrote (every token but each stream's first), none early; reset zeroes
+    them, and recording switches off and on through PUT."""
+    n_out, streams = 15, 8
+    endpoint = FleetEndpoint(
+        name="m",
+        cloud="azure",
+        region="eastus",
+        deployments=["gpt-4o"],
+        latency=Latency(ttft_base_ms=0, prefill_us_per_token=0, itl_ms=4, jitter_frac=0, output_tokens=n_out),
+    )
+    running = await start_fleet(Fleet(name="f", seed=1, endpoints=[endpoint]))
+    admin = running.admin_url
+    url = running.endpoints[0]["base_url"] + "/openai/deployments/gpt-4o/chat/completions?api-version=v"
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> bytes:
+                async with session.post(url, json=body, headers={"api-key": "k"}) as resp:
+                    return await asyncio.wait_for(resp.read(), 10)
+
+            async def emission() -> dict[str, Any]:
+                async with session.get(admin + "/emission") as resp:
+                    assert resp.status == 200
+                    return await resp.json()
+
+            await session.post(admin + "/emission/reset")
+            raws = await asyncio.gather(*(one() for _ in range(streams)))
+            assert all(r.endswith(b"data: [DONE]\n\n") for r in raws)
+            snap = await emission()
+            assert snap["recording"] is True and snap["procs"] == 1
+            assert snap["chunks"] == streams * (n_out - 1)
+            assert sum(n for _, n in snap["emission_error"]) == snap["chunks"]
+            assert sum(n for _, n in snap["itl_error"]) == streams * (n_out - 2)
+            assert snap["early"] == 0
+            assert snap["bin_s"] == 1e-5
+            pct = snap["percentiles_ms"]
+            assert pct["itl_error"]["p50"] is not None and pct["emission_error"]["p99"] >= 0.01
+
+            await session.post(admin + "/emission/reset")
+            assert (await emission())["chunks"] == 0
+            async with session.put(admin + "/emission", json={"record": False}) as resp:
+                assert resp.status == 200
+            await one()
+            snap = await emission()
+            assert snap["recording"] is False and snap["chunks"] == 0
+            async with session.put(admin + "/emission", json={"record": True}) as resp:
+                assert resp.status == 200
+            await one()
+            assert (await emission())["chunks"] == n_out - 1
+            async with session.put(admin + "/emission", json={"record": "yes"}) as resp:
+                assert resp.status == 400
+                assert "record" in (await resp.json())["error"]
     finally:
         await running.stop()

@@ -360,6 +360,15 @@ async def test_two_processes_share_the_port_and_keep_one_complete_ledger() -> No
             await fp.set_faults(name, error_rate=2)
         await fp.reset_ledger()
         assert (await fp.fetch_ledger()).num_rows == 0
+        async with aiohttp.ClientSession() as session:  # emission timing: summed over the workers
+            async with session.get(fp.admin_url + "/emission") as resp:
+                emission = await resp.json()
+            assert (emission["procs"], set(emission["pids"]), emission["early"]) == (2, pids, 0)
+            assert emission["chunks"] == sum(n for _, n in emission["emission_error"])
+            async with session.put(fp.admin_url + "/emission", json={"record": False}) as resp:
+                assert resp.status == 200
+            async with session.get(fp.admin_url + "/emission") as resp:
+                assert (await resp.json())["recording"] is False
     assert fp.returncode == 0
     assert not any(_pid_alive(pid) for pid in pids)
 
