@@ -480,7 +480,7 @@ class RecordingLoop:
 async def test_sleepers_in_the_same_millisecond_share_one_timer() -> None:
     """Thousands of sleepers due within the same ms slot arm a single loop timer and all wake together."""
     fake = RecordingLoop(asyncio.get_running_loop(), now=10.0)
-    sched = DueScheduler(fake)
+    sched = DueScheduler(fake, timer=fake)
     futures = [sched.sleep_until(10.0201 + i * 1e-7) for i in range(1000)]
     later = sched.sleep_until(10.0212)
     assert sched.timers == 2
@@ -498,7 +498,7 @@ async def test_sleepers_in_the_same_millisecond_share_one_timer() -> None:
 async def test_past_due_sleep_is_already_done_and_cancelled_sleepers_are_skipped() -> None:
     """A due time in the past needs no timer; a cancelled sleeper does not break its slot's wake-up."""
     fake = RecordingLoop(asyncio.get_running_loop(), now=5.0)
-    sched = DueScheduler(fake)
+    sched = DueScheduler(fake, timer=fake)
     assert sched.sleep_until(4.0).done()
     assert sched.timers == 0
     a, b = sched.sleep_until(5.01), sched.sleep_until(5.01)

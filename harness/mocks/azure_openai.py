@@ -587,7 +587,7 @@ class _Endpoint:
             prefix = self._chat_prefix if chat else self._cmpl_prefix
             call.response_id = response_id = f"{prefix}{next(self._ids):x}"
             created = int(time.time())
-            start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
+            start = time.monotonic() + plan.first_byte_delay_s
             due = start + latency.ttft_s(tokens_in)
             if stream:
                 options = body.get("stream_options")
@@ -642,7 +642,7 @@ class _Endpoint:
             plan = admission.plan
             model = call.deployment
             assert model is not None
-            start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
+            start = time.monotonic() + plan.first_byte_delay_s
             due = start + self._latency.ttft_s(tokens_in)
             out = wire.embeddings_body(
                 model, texts, tokens_in, dimensions=dimensions, encoding_format=encoding_format

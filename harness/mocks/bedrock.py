@@ -241,8 +241,7 @@ class _Bedrock:
             plan = admission.plan
             if plan.reset_before_response:
                 return self._reset(request, call)
-            loop = asyncio.get_running_loop()
-            t_a = loop.time()
+            t_a = time.monotonic()
             base = t_a + plan.first_byte_delay_s
             if plan.first_byte_delay_s > 0:
                 await runtime.sleep_until(base)
@@ -254,7 +253,7 @@ class _Bedrock:
             due += latency.decode_s(n_out)
             await runtime.sleep_until(due)
             text = output_text(n_out)
-            latency_ms = round((loop.time() - t_a) * 1000)
+            latency_ms = round((time.monotonic() - t_a) * 1000)
             if converse:
                 out = wire.converse_response_body(text, stop_reason, prompt_tokens, n_out, latency_ms)
                 first = [_JSON_CT]
@@ -294,7 +293,6 @@ class _Bedrock:
     ) -> web.StreamResponse:
         """Send the frames, each its own write (so its own flush), on absolute due times."""
         runtime = self._runtime
-        loop = asyncio.get_running_loop()
         sleep_until = runtime.sleep_until
         itl_s = runtime.latency.itl_s
         disconnect_after = plan.disconnect_after_chunks
@@ -347,11 +345,11 @@ class _Bedrock:
                     due += itl_s()
                     await sleep_until(due)
                 else:
-                    first_byte_ms = round((loop.time() - t_a) * 1000)
+                    first_byte_ms = round((time.monotonic() - t_a) * 1000)
                 if not await send(delta(output_token(i))):
                     return resp
                 call.tokens_out += 1
-            latency_ms = round((loop.time() - t_a) * 1000)
+            latency_ms = round((time.monotonic() - t_a) * 1000)
             if converse:
                 closing = [
                     wire.CONTENT_BLOCK_STOP_FRAME,

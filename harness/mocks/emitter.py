@@ -5,7 +5,7 @@ accurately (2,000 streams at 20 ms are 100k tokens/s). The stream-per-coroutine 
 token: a due-time future, waking the task, resuming the handler's chain of coroutines and
 aiohttp's ``StreamResponse.write`` (chunked framing, buffer bookkeeping, a drain check), then the
 ``send``. Here a stream hands its content tokens over once and the wheel, at each due
-millisecond, writes every due stream's next chunk straight to its socket, framed for HTTP/1.1
+slot, writes every due stream's next chunk straight to its socket, framed for HTTP/1.1
 chunked encoding exactly as aiohttp frames it::
 
     emission = emitter_for(loop).start(transport, head, pieces, tail, first, end, due, itl)
@@ -13,11 +13,13 @@ chunked encoding exactly as aiohttp frames it::
 
 Chunk ``i`` (``first <= i < end``, bytes ``head + pieces[i % len(pieces)] + tail``) is written
 at due time ``due_i``: ``due_first = due`` and ``due_(i+1) = due_i + itl`` (``itl`` a float, or a
-function that draws each gap); sleepers due in the same millisecond slot share one loop
-timer (uvloop's clock is in ms). A slot is the first millisecond at or after its chunks' due
-time, so a chunk never goes out before it is due (1 µs of float rounding aside) and at most a
-millisecond after (plus loop lag); a late timer catches up at once, as
-``DueScheduler.sleep_until`` does.
+function that draws each gap); chunks due in the same ``RESOLUTION_S`` (0.1 ms) slot share one
+wake-up of a ``timerfd`` (``harness.engine.timer.PreciseCalls``: uvloop's own timers are whole
+milliseconds, which alone made the inter-token error up to ±1 ms). A slot is the first one at or
+after its chunks' due time, so a chunk never goes out before it is due (float rounding aside)
+and at most a slot after (plus loop lag); a late wake-up catches up at once, as
+``DueScheduler.sleep_until`` does. Due times are on the monotonic clock (``time.monotonic()``,
+the clock under uvloop's ms loop time).
 
 Per token the wheel does as little as it can (the kernel's loopback ``send`` is most of the
 cost that is left): the framed chunk is one concatenation of a per-token *lead* (chunk size line
@@ -49,6 +51,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from harness.engine.timer import precise_calls_for
+
 __all__ = [
     "BACKLOG",
     "BIN_S",
@@ -69,7 +73,14 @@ CLOSED: Final = "closed"
 BACKLOG: Final = "backlog"
 HIGH_WATER_BYTES: Final = 64 * 1024
 """aiohttp's own write-buffer limit: above it ``StreamResponse.write`` would wait to drain."""
-RESOLUTION_S: Final = 0.001
+RESOLUTION_S: Final = 0.0001
+"""Slot width: chunks due within the same 0.1 ms share one wake-up (``PreciseCalls``; 1 ms on
+loops without ``timerfd``) while the wheel carries at most ``FINE_MAX_STREAMS`` streams."""
+FINE_MAX_STREAMS: Final = 256
+COARSE_SLOTS: Final = 10
+"""Above ``FINE_MAX_STREAMS`` streams, slots are ``COARSE_SLOTS`` fine slots (1 ms) wide: a wake-up
+costs ~14 µs, and with thousands of streams 0.1 ms slots cost more CPU than the precision is
+worth (bench/mocks.py c1: 800 streams at 20 ms went from 10.5 to 14 µs of CPU per token)."""
 _CEIL: Final = 1.0 - 1e-3
 """``int(due / resolution + _CEIL)``: the first slot at or after ``due``, give or take 1 µs of
 float rounding (due times add up floats; a due time a hair past a whole millisecond must not
@@ -287,13 +298,31 @@ class Emission:
 
 
 class TokenEmitter:
-    """The wheel of one event loop: due-millisecond slots of emissions, one loop timer per slot."""
+    """The wheel of one event loop: due-time slots of emissions, one precise timer call per slot."""
 
-    __slots__ = ("_fire_cb", "_inv", "_leads", "_pool", "_res", "_slots", "loop", "stats", "timers")
+    __slots__ = (
+        "_calls",
+        "_fine_max",
+        "_fire_cb",
+        "_inv",
+        "_leads",
+        "_pool",
+        "_res",
+        "_slots",
+        "active",
+        "loop",
+        "stats",
+        "timers",
+    )
 
     def __init__(self, loop: Any, resolution_s: float = RESOLUTION_S, *, record: bool = True) -> None:
         self.loop = loop
+        self._calls = precise_calls_for(loop)
+        if not self._calls.precise:  # loop timers: whole milliseconds
+            resolution_s = max(resolution_s, 0.001)
         self._res = resolution_s
+        # coarse slots only where the fine ones are finer than a millisecond
+        self._fine_max = FINE_MAX_STREAMS if resolution_s * COARSE_SLOTS <= 0.001 + 1e-9 else 1 << 62
         self._inv = 1.0 / resolution_s
         self._slots: dict[int, list[Emission]] = {}
         # Fired slots' lists are kept for reuse, and the callback bound once: a slot a millisecond
@@ -304,6 +333,8 @@ class TokenEmitter:
         self._leads: dict[tuple[tuple[bytes, ...], bytes, int], _Leads] = {}
         self.timers = 0
         """Loop timers armed so far (one per distinct due slot)."""
+        self.active = 0
+        """Streams in the wheel (started, not finished)."""
         self.stats: EmissionStats | None = EmissionStats() if record else None
         """Emission timing, None while recording is off (``record``)."""
 
@@ -354,7 +385,11 @@ class TokenEmitter:
             emission.sock = sock = _borrow(transport)
             if sock is not None and transport.get_write_buffer_size() == 0:
                 emission.send = sock.send
-            self._add(emission, int(due * self._inv + _CEIL))
+            self.active += 1
+            key = int(due * self._inv + _CEIL)
+            if self.active > self._fine_max:
+                key = -(-key // COARSE_SLOTS) * COARSE_SLOTS
+            self._add(emission, key)
         return emission
 
     def _add(self, emission: Emission, key: int) -> list[Emission]:
@@ -363,7 +398,7 @@ class TokenEmitter:
             slot = self._pool.pop() if self._pool else []
             slot.append(emission)
             self._slots[key] = slot
-            self.loop.call_at(key * self._res, self._fire_cb, key)
+            self._calls.call_at(key * self._res, self._fire_cb, key)
             self.timers += 1
         else:
             slot.append(emission)
@@ -375,15 +410,18 @@ class TokenEmitter:
             return
         inv = self._inv
         # a late timer: every chunk due by now goes out now (floor: never a slot still to come)
-        now_key = max(key, int(self.loop.time() * inv + 1e-6))
+        now_key = max(key, int(time.monotonic() * inv + 1e-6))
         stats = self.stats
         if stats is not None:
             clock = time.monotonic
             emit_hist, itl_hist = stats.emit, stats.itl
         last_key = -1
         last_slot: list[Emission] = emissions  # (placeholder, never appended to while key -1)
+        finished = 0
+        coarse = self.active > self._fine_max
         for em in emissions:
             if em.stopped:  # the stream's task was cancelled
+                finished += 1
                 em._finish(CLOSED)
                 continue
             transport = em.transport
@@ -392,11 +430,13 @@ class TokenEmitter:
                 # Before every send: once the transport is closing its descriptor may be closed
                 # and reused by a new connection, so the borrowed socket must not send again.
                 if transport.is_closing():
+                    finished += 1
                     em._finish(CLOSED)
                     break
                 if send is None:
                     size = transport.get_write_buffer_size()
                     if size > HIGH_WATER_BYTES:
+                        finished += 1
                         em._finish(BACKLOG)
                         break
                     if size == 0 and em.sock is not None:
@@ -432,11 +472,14 @@ class TokenEmitter:
                 index += 1
                 em.index = index
                 if index >= em.end:
+                    finished += 1
                     em._finish(DONE)
                     break
                 next_itl = em.next_itl
                 due = em.due = em.due + (em.itl if next_itl is None else next_itl())
                 next_key = int(due * inv + _CEIL)
+                if coarse:
+                    next_key = -(-next_key // COARSE_SLOTS) * COARSE_SLOTS
                 if next_key > now_key:
                     if next_key == last_key:
                         last_slot.append(em)
@@ -445,6 +488,7 @@ class TokenEmitter:
                         last_key = next_key
                     break
 
+        self.active -= finished
         emissions.clear()
         if len(self._pool) < 256:
             self._pool.append(emissions)

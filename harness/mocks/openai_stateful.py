@@ -387,7 +387,7 @@ class _Stateful:
                 abort_connection(request)
                 call.record(self._runtime)
                 return web.Response(status=STATUS_NOT_SENT)  # never written: the connection is gone
-            start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
+            start = time.monotonic() + plan.first_byte_delay_s
             call.response_id = response_id = self._new_id("resp")
             input_items = wire.input_message_items(raw_input, functools.partial(self._new_id, "msg"))
             turn = _Turn(
@@ -933,7 +933,7 @@ class _Stateful:
                 cut = min(cut, last)
             if bad is not None:
                 bad = min(bad, last)
-            start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
+            start = time.monotonic() + plan.first_byte_delay_s
             if plan.first_byte_delay_s > 0:
                 await runtime.sleep_until(start)
             call.response_id = response_id = self._new_id("resp")

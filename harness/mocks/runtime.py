@@ -54,6 +54,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from harness.engine.timer import precise_calls_for
 from harness.mocks.latency import LatencyModel
 from harness.mocks.ledger import Ledger
 from harness.profile.models import Faults, FleetEndpoint
@@ -80,8 +81,9 @@ QUEUE_FULL_RETRY_AFTER_S: Final = 1.0
 MIN_RETRY_AFTER_S: Final = 0.001
 FAULT_CHUNK_RANGE: Final = (1, 8)
 """Midstream disconnects and malformed chunks happen at a chunk index drawn from this range."""
-SLEEP_RESOLUTION_S: Final = 0.001
-"""Sleepers due within the same millisecond share one loop timer (uvloop's clock is in ms)."""
+SLEEP_RESOLUTION_S: Final = 0.0001
+"""Sleepers due within the same 0.1 ms share one wake-up (``harness.engine.timer.PreciseCalls``;
+1 ms where the loop has no ``timerfd``, uvloop's clock being in ms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,19 +252,24 @@ class _Deployment:
 
 class DueScheduler:
     """Batched wake-ups for one event loop: every sleeper due in the same ``resolution_s`` slot
-    waits on its own future, and one ``loop.call_at`` per slot wakes them all.
+    waits on its own future, and one precise timer call per slot wakes them all.
 
     ``asyncio.sleep`` costs a coroutine frame, a loop timer (a libuv timer under uvloop) and a
     Python callback per sleep; thousands of streams sleeping between tokens pay that tens of
     thousands of times a second. Here a sleep is one future and a list append, and the timers
-    scale with distinct due slots (at most one per millisecond), not with streams. A sleeper
+    scale with distinct due slots (at most one per ``resolution_s``), not with streams. A sleeper
     wakes within ``resolution_s / 2`` of its due time (early or late) plus loop lag.
     """
 
-    __slots__ = ("_buckets", "_done", "_inv", "_res", "loop", "timers")
+    __slots__ = ("_buckets", "_calls", "_done", "_inv", "_res", "loop", "timers")
 
-    def __init__(self, loop: Any, resolution_s: float = SLEEP_RESOLUTION_S) -> None:
+    def __init__(self, loop: Any, resolution_s: float | None = None, *, timer: Any = None) -> None:
+        """``timer``: what keeps time and calls back (``time()``, ``call_at(when, cb, arg)``);
+        the loop's ``PreciseCalls`` unless a test injects a clock."""
         self.loop = loop
+        self._calls = timer if timer is not None else precise_calls_for(loop)
+        if resolution_s is None:
+            resolution_s = SLEEP_RESOLUTION_S if getattr(self._calls, "precise", False) else 0.001
         self._res = resolution_s
         self._inv = 1.0 / resolution_s
         self._buckets: dict[int, list[asyncio.Future[None]]] = {}
@@ -273,15 +280,14 @@ class DueScheduler:
 
     def sleep_until(self, due: float) -> asyncio.Future[None]:
         """A future that completes at loop time ``due`` (already complete if ``due`` has passed)."""
-        loop = self.loop
-        if due <= loop.time():
+        if due <= self._calls.time():
             return self._done
         key = round(due * self._inv)
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[None] = self.loop.create_future()
         bucket = self._buckets.get(key)
         if bucket is None:
             self._buckets[key] = [fut]
-            loop.call_at(key * self._res, self._fire, key)
+            self._calls.call_at(key * self._res, self._fire, key)
             self.timers += 1
         else:
             bucket.append(fut)

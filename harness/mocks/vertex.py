@@ -55,7 +55,6 @@ emitted, a corrupted chunk's included.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
 import time
@@ -264,7 +263,7 @@ class _Vertex:
             call.record(self._runtime)
 
     async def _serve(self, request: web.Request, call: Call) -> web.StreamResponse:
-        t_received = asyncio.get_running_loop().time()
+        t_received = time.monotonic()
         headers = request.headers
         raw = await request.read()
         call.bytes_in = len(raw)
@@ -327,7 +326,7 @@ class _Vertex:
             if plan.reset_before_response:
                 abort_connection(request)
                 return web.Response(status=STATUS_NOT_SENT)  # never written: the connection is gone
-            start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
+            start = time.monotonic() + plan.first_byte_delay_s
             if plan.first_byte_delay_s > 0:
                 await runtime.sleep_until(start)
             call.response_id = response_id = f"{self._prefix}{next(self._ids):x}"
@@ -453,7 +452,7 @@ class _Vertex:
             if plan.reset_before_response:
                 abort_connection(request)
                 return web.Response(status=STATUS_NOT_SENT)
-            start = asyncio.get_running_loop().time() + plan.first_byte_delay_s
+            start = time.monotonic() + plan.first_byte_delay_s
             if plan.first_byte_delay_s > 0:
                 await runtime.sleep_until(start)
             call.response_id = response_id = f"{self._prefix}{next(self._ids):x}"
