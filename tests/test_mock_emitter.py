@@ -5,7 +5,9 @@ stops reading. Real loopback sockets throughout."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
+import statistics
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -390,3 +392,38 @@ async def test_the_admin_api_serves_the_emission_timing_of_real_streams() -> Non
                 assert "record" in (await resp.json())["error"]
     finally:
         await running.stop()
+
+
+async def test_latency_counts_from_the_requests_arrival_and_is_never_short() -> None:
+    """TTFT and token gaps as the client sees them: never shorter than injected (the clock starts
+    when the request's bytes arrived, which is after the client sent them; a queued request's
+    wait is added), and within a couple of milliseconds of it at the median (0.1 ms slots,
+    timerfd wake-ups), on a loop shared with the client."""
+    endpoint = FleetEndpoint(
+        name="m",
+        cloud="azure",
+        region="eastus",
+        deployments=["gpt-4o"],
+        latency=Latency(ttft_base_ms=30, prefill_us_per_token=0, itl_ms=7, jitter_frac=0, output_tokens=6),
+    )
+    running = await start_fleet(Fleet(name="f", seed=1, endpoints=[endpoint]))
+    ttfts: list[float] = []
+    gaps: list[float] = []
+    try:
+        url = running.endpoints[0]["base_url"] + "/openai/deployments/gpt-4o/chat/completions?api-version=v"
+        body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with aiohttp.ClientSession() as session:
+            for _ in range(12):
+                sent = time.monotonic()
+                async with session.post(url, json=body, headers={"api-key": "k"}) as resp:
+                    times = []
+                    async for data in resp.content.iter_any():
+                        times.extend([time.monotonic()] * data.count(b'"content":" '))
+                assert len(times) == 6
+                ttfts.append(times[0] - sent)
+                gaps += [b - a for a, b in itertools.pairwise(times)]
+    finally:
+        await running.stop()
+    assert min(ttfts) >= 0.030
+    assert statistics.median(ttfts) < 0.032
+    assert statistics.median(abs(g - 0.007) for g in gaps) < 0.001

@@ -67,6 +67,7 @@ from harness.mocks.runtime import (
     FaultPlan,
     Rejection,
     abort_connection,
+    arrival_time,
 )
 from harness.protocols import azure_openai as wire
 from harness.protocols.openai_flavor import (
@@ -587,7 +588,7 @@ class _Endpoint:
             prefix = self._chat_prefix if chat else self._cmpl_prefix
             call.response_id = response_id = f"{prefix}{next(self._ids):x}"
             created = int(time.time())
-            start = time.monotonic() + plan.first_byte_delay_s
+            start = arrival_time(request) + admission.queued_s + plan.first_byte_delay_s
             due = start + latency.ttft_s(tokens_in)
             if stream:
                 options = body.get("stream_options")
@@ -642,7 +643,7 @@ class _Endpoint:
             plan = admission.plan
             model = call.deployment
             assert model is not None
-            start = time.monotonic() + plan.first_byte_delay_s
+            start = arrival_time(request) + admission.queued_s + plan.first_byte_delay_s
             due = start + self._latency.ttft_s(tokens_in)
             out = wire.embeddings_body(
                 model, texts, tokens_in, dimensions=dimensions, encoding_format=encoding_format

@@ -80,7 +80,7 @@ from harness.mocks.azure_openai import (
     response_headers,
 )
 from harness.mocks.call import Call
-from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection
+from harness.mocks.runtime import EndpointRuntime, FaultPlan, Rejection, arrival_time
 from harness.protocols import realtime as rt, responses as wire
 from harness.protocols.openai_flavor import azure_rate_limit_message, openai_rate_limit_message
 from harness.protocols.tokens import approx_tokens, output_text, output_token
@@ -387,7 +387,7 @@ class _Stateful:
                 abort_connection(request)
                 call.record(self._runtime)
                 return web.Response(status=STATUS_NOT_SENT)  # never written: the connection is gone
-            start = time.monotonic() + plan.first_byte_delay_s
+            start = arrival_time(request) + admission.queued_s + plan.first_byte_delay_s
             call.response_id = response_id = self._new_id("resp")
             input_items = wire.input_message_items(raw_input, functools.partial(self._new_id, "msg"))
             turn = _Turn(
@@ -933,7 +933,7 @@ class _Stateful:
                 cut = min(cut, last)
             if bad is not None:
                 bad = min(bad, last)
-            start = time.monotonic() + plan.first_byte_delay_s
+            start = arrival_time(request) + admission.queued_s + plan.first_byte_delay_s
             if plan.first_byte_delay_s > 0:
                 await runtime.sleep_until(start)
             call.response_id = response_id = self._new_id("resp")

@@ -250,6 +250,15 @@ class _Deployment:
 # --------------------------------------------------------------------------- due-time sleeping
 
 
+def arrival_time(request: web.BaseRequest) -> float:
+    """When ``request`` arrived: the monotonic time of its connection's latest read before the
+    handler ran (the fleet's connections stamp them), else now. Latency (first byte, TTFT) is
+    counted from here, as a service counts it from the request reaching it."""
+    arrived = getattr(request.protocol, "arrived", None)
+    now = time.monotonic()
+    return arrived if arrived is not None and arrived <= now else now
+
+
 class DueScheduler:
     """Batched wake-ups for one event loop: every sleeper due in the same ``resolution_s`` slot
     waits on its own future, and one precise timer call per slot wakes them all.

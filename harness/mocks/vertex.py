@@ -68,7 +68,7 @@ from aiohttp import web
 from harness.mocks.auth_verify import verifier_for
 from harness.mocks.azure_openai import prompt_tokens_of as chat_prompt_tokens_of
 from harness.mocks.call import Call
-from harness.mocks.runtime import EndpointRuntime, FaultPlan, abort_connection
+from harness.mocks.runtime import EndpointRuntime, FaultPlan, abort_connection, arrival_time
 from harness.protocols import azure_openai as chat_wire, vertex as wire
 from harness.protocols.tokens import output_text, output_token
 from harness.results.schema import LEDGER_STATUS_NOT_SENT
@@ -326,7 +326,7 @@ class _Vertex:
             if plan.reset_before_response:
                 abort_connection(request)
                 return web.Response(status=STATUS_NOT_SENT)  # never written: the connection is gone
-            start = time.monotonic() + plan.first_byte_delay_s
+            start = arrival_time(request) + admission.queued_s + plan.first_byte_delay_s
             if plan.first_byte_delay_s > 0:
                 await runtime.sleep_until(start)
             call.response_id = response_id = f"{self._prefix}{next(self._ids):x}"
@@ -452,7 +452,7 @@ class _Vertex:
             if plan.reset_before_response:
                 abort_connection(request)
                 return web.Response(status=STATUS_NOT_SENT)
-            start = time.monotonic() + plan.first_byte_delay_s
+            start = arrival_time(request) + admission.queued_s + plan.first_byte_delay_s
             if plan.first_byte_delay_s > 0:
                 await runtime.sleep_until(start)
             call.response_id = response_id = f"{self._prefix}{next(self._ids):x}"
