@@ -337,7 +337,7 @@ def test_snapshots_merge_by_summing_bins_and_percentiles_are_bin_upper_edges() -
 
 async def test_the_admin_api_serves_the_emission_timing_of_real_streams() -> None:
     """A real mock on 127.0.0.1:0, real clients reading whole streams: the admin API's counts are
-    the chunks the wheel wrote (every token but each stream's first), none early; reset zeroes
+    the chunks the wheel wrote (every token, the first one included), none early; reset zeroes
     them, and recording switches off and on through PUT."""
     n_out, streams = 15, 8
     endpoint = FleetEndpoint(
@@ -368,9 +368,9 @@ async def test_the_admin_api_serves_the_emission_timing_of_real_streams() -> Non
             assert all(r.endswith(b"data: [DONE]\n\n") for r in raws)
             snap = await emission()
             assert snap["recording"] is True and snap["procs"] == 1
-            assert snap["chunks"] == streams * (n_out - 1)
+            assert snap["chunks"] == streams * n_out
             assert sum(n for _, n in snap["emission_error"]) == snap["chunks"]
-            assert sum(n for _, n in snap["itl_error"]) == streams * (n_out - 2)
+            assert sum(n for _, n in snap["itl_error"]) == streams * (n_out - 1)
             assert snap["early"] == 0
             assert snap["bin_s"] == 1e-5
             pct = snap["percentiles_ms"]
@@ -386,7 +386,7 @@ async def test_the_admin_api_serves_the_emission_timing_of_real_streams() -> Non
             async with session.put(admin + "/emission", json={"record": True}) as resp:
                 assert resp.status == 200
             await one()
-            assert (await emission())["chunks"] == n_out - 1
+            assert (await emission())["chunks"] == n_out
             async with session.put(admin + "/emission", json={"record": "yes"}) as resp:
                 assert resp.status == 400
                 assert "record" in (await resp.json())["error"]

@@ -733,21 +733,19 @@ class _Endpoint:
             call.status = 200
             for chunk in prelude:
                 await emit(chunk)
-            await sleep_until(due)
-            for chunk in first:
-                await emit(chunk)
             i = 0
             if n_out > 1 and cut is None and bad is None and getattr(writer, "chunked", False):
-                # token 0 now, the rest from the loop's emitter wheel (see harness.mocks.emitter)
-                await emit(token_chunk(0))
-                call.tokens_out += 1
+                # The first chunks and every token from the loop's emitter wheel (see
+                # harness.mocks.emitter): the first token goes out at its due time from the
+                # wheel's precise timer, in one send with the role chunk, not after this task
+                # wakes up and awaits one write per chunk.
                 transport = request.transport
                 if transport is None:
                     raise ConnectionResetError
                 head, tail = _content_parts(encoder)
                 itl = self._latency.fixed_itl_s()
                 emission = emitter_for(asyncio.get_running_loop()).start(
-                    transport, head, _TOKEN_JSON, tail, 1, n_out, due + itl_s(), itl_s if itl is None else itl
+                    transport, head, _TOKEN_JSON, tail, 0, n_out, due, itl_s if itl is None else itl, first
                 )
                 try:
                     outcome = await emission.done
@@ -755,9 +753,19 @@ class _Endpoint:
                     call.tokens_out += emission.tokens
                     call.bytes_out += emission.bytes
                     sent += emission.tokens
+                    if not emission.lead_in:
+                        call.bytes_out += sum(len(c) for c in first)
+                        sent += len(first)
                 if outcome == CLOSED:
                     raise ConnectionResetError
+                if emission.lead_in:  # BACKLOG before the first token: the first chunks too
+                    for chunk in first:
+                        await emit(chunk)
                 i, due = emission.index, emission.due  # DONE: i == n_out; BACKLOG: go on below
+            else:
+                await sleep_until(due)
+                for chunk in first:
+                    await emit(chunk)
             while i < n_out:
                 if i:
                     await sleep_until(due)

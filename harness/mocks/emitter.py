@@ -233,6 +233,7 @@ class Emission:
         "first",
         "index",
         "itl",
+        "lead_in",
         "leads",
         "mid",
         "n",
@@ -273,6 +274,9 @@ class Emission:
         self.sock: _BorrowedSocket | None = None
         self.send: Callable[[bytes], int] | None = None
         """``sock.send`` while the transport's buffer is empty, else None (``transport.write``)."""
+        self.lead_in = b""
+        """Framed chunks that go out in the same write as the first token (``start``); empty
+        once written."""
 
     @property
     def tokens(self) -> int:
@@ -368,13 +372,19 @@ class TokenEmitter:
         end: int,
         due: float,
         itl: float | Callable[[], float],
+        lead_in: Sequence[bytes] = (),
     ) -> Emission:
-        """Write chunks ``first <= i < end``, the first at loop time ``due``, then one every
-        ``itl`` seconds (a float, or a function drawing each gap); await ``.done`` for the
-        outcome. The transport must carry a chunked HTTP/1.1 body whose headers went out, and
-        nothing else may write to it until ``.done``."""
+        """Write chunks ``first <= i < end``, the first at monotonic time ``due``, then one
+        every ``itl`` seconds (a float, or a function drawing each gap); await ``.done`` for the
+        outcome. ``lead_in``: whole chunks due with the first token (a chat stream's role chunk),
+        written just before it in the same send, each its own HTTP chunk. The transport must
+        carry a chunked HTTP/1.1 body whose headers went out, and nothing else may write to it
+        until ``.done``; if ``lead_in`` is still unwritten then (``BACKLOG``, ``CLOSED``),
+        ``emission.lead_in`` says so and the caller writes it."""
         table = self._table(pieces, head, len(tail))
         emission = Emission(transport, table, tail, first, end, due, itl, self.loop.create_future())
+        if lead_in:
+            emission.lead_in = b"".join(b"%x\r\n%b\r\n" % (len(c), c) for c in lead_in)
         if first >= end:
             emission.done.set_result(DONE)
         else:
@@ -443,6 +453,9 @@ class TokenEmitter:
                         em.send = send = em.sock.send  # drained: direct sends again
                 index = em.index
                 data = leads[index % n] + mid
+                if em.lead_in:  # the chunks due with the first token, in the same send
+                    data = em.lead_in + data
+                    em.lead_in = b""
                 if stats is not None:
                     err = clock() - em.due
                     if err < 0.0:
