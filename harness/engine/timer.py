@@ -65,6 +65,61 @@ def _libc() -> ctypes.CDLL | None:
 _LIBC: Final = _libc()
 
 
+class _TimerFd:
+    """One Linux ``timerfd`` (``CLOCK_MONOTONIC``, absolute ns) read through a loop's poller:
+    ``arm(t_ns)`` makes the loop call ``callback`` once ``t_ns`` has passed. The part both
+    :class:`PreciseSleeper` and :class:`PreciseCalls` stand on."""
+
+    __slots__ = ("_loop", "_settime", "_spec", "_spec_ref", "fd")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        assert _LIBC is not None
+        self._loop = loop
+        self.fd = fd
+        self._settime = _LIBC.timerfd_settime
+        self._spec = _Itimerspec()
+        self._spec_ref = ctypes.byref(self._spec)
+
+    @classmethod
+    def open(cls, loop: asyncio.AbstractEventLoop, callback: Any) -> _TimerFd | None:
+        """A timerfd polled by ``loop``, or None where there is none (not Linux, no libc, a loop
+        without ``add_reader``)."""
+        if _LIBC is None:
+            return None
+        fd = _LIBC.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if fd < 0:
+            return None
+        try:
+            loop.add_reader(fd, callback)
+        except (NotImplementedError, RuntimeError):
+            os.close(fd)
+            return None
+        return cls(loop, fd)
+
+    def arm(self, when_ns: int) -> None:
+        spec = self._spec
+        spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(max(when_ns, 1), 1_000_000_000)
+        self._settime(self.fd, _TFD_TIMER_ABSTIME, self._spec_ref, None)
+
+    def expired(self) -> bool:
+        """Consume the expiry the poller reported; False when there was none (spurious)."""
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            return False
+        return True
+
+    def close(self, *, loop_alive: bool = True) -> None:
+        if self.fd >= 0:
+            if loop_alive:
+                self._loop.remove_reader(self.fd)
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+
+
 class PreciseSleeper:
     """``await sleeper.until(t_ns)`` returns at or shortly after monotonic time ``t_ns``.
 
@@ -72,39 +127,23 @@ class PreciseSleeper:
     timerfd path is in use (else the spin fallback).
     """
 
-    __slots__ = ("_fd", "_fut", "_loop", "_settime", "_spec", "_spec_ref", "precise", "wakeups")
+    __slots__ = ("_fut", "_loop", "_tfd", "precise", "wakeups")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, *, allow_timerfd: bool = True) -> None:
         self._loop = loop or asyncio.get_running_loop()
         self._fut: asyncio.Future[None] | None = None
-        self._fd = -1
         self.wakeups = 0  # timer wake-ups (timerfd expiries or fallback sleeps), for CPU accounting
-        self._spec = _Itimerspec()
-        self._spec_ref = ctypes.byref(self._spec)
-        self._settime = None
-        if allow_timerfd and _LIBC is not None:
-            fd = _LIBC.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
-            if fd >= 0:
-                try:
-                    self._loop.add_reader(fd, self._fired)
-                except (NotImplementedError, RuntimeError):  # a loop without add_reader
-                    os.close(fd)
-                else:
-                    self._fd = fd
-                    self._settime = _LIBC.timerfd_settime
-        self.precise = self._fd >= 0
+        self._tfd = _TimerFd.open(self._loop, self._fired) if allow_timerfd else None
+        self.precise = self._tfd is not None
 
     async def until(self, due_ns: int) -> None:
         """Wait until ``time.monotonic_ns() >= due_ns`` (returns at once when already due)."""
-        if self._fd < 0:
+        if self._tfd is None:
             await self._fallback(due_ns)
             return
         if time.monotonic_ns() >= due_ns:
             return
-        spec = self._spec
-        spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(due_ns, 1_000_000_000)
-        assert self._settime is not None
-        self._settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None)
+        self._tfd.arm(due_ns)
         fut = self._fut = self._loop.create_future()
         try:
             await fut
@@ -112,9 +151,8 @@ class PreciseSleeper:
             self._fut = None
 
     def _fired(self) -> None:
-        try:
-            os.read(self._fd, 8)
-        except BlockingIOError:
+        assert self._tfd is not None
+        if not self._tfd.expired():
             return
         self.wakeups += 1
         fut = self._fut
@@ -133,11 +171,9 @@ class PreciseSleeper:
             await sleep((delay - _SPIN_NS) / 1e9 if delay > _SPIN_NS + 1_000_000 else 0)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-            os.close(self._fd)
-            self._fd = -1
-            self._settime = None
+        if self._tfd is not None:
+            self._tfd.close()
+            self._tfd = None
 
 
 class PreciseCalls:
@@ -153,49 +189,25 @@ class PreciseCalls:
     fidelity is measured against it (bench/fidelity.py).
     """
 
-    __slots__ = (
-        "_armed",
-        "_fd",
-        "_heap",
-        "_loop",
-        "_seq",
-        "_settime",
-        "_spec",
-        "_spec_ref",
-        "precise",
-        "wakeups",
-    )
+    __slots__ = ("_armed", "_heap", "_loop", "_seq", "_tfd", "precise", "wakeups")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, allow_timerfd: bool = True) -> None:
         self._loop = loop
         self._heap: list[tuple[int, int, Any, Any]] = []
         self._seq = 0  # ties in time keep their order
         self._armed = _NEVER
-        self._fd = -1
-        self._spec = _Itimerspec()
-        self._spec_ref = ctypes.byref(self._spec)
-        self._settime = None
         self.wakeups = 0
-        if allow_timerfd and _LIBC is not None:
-            fd = _LIBC.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
-            if fd >= 0:
-                try:
-                    loop.add_reader(fd, self._fired)
-                except (NotImplementedError, RuntimeError):
-                    os.close(fd)
-                else:
-                    self._fd = fd
-                    self._settime = _LIBC.timerfd_settime
-        self.precise = self._fd >= 0
+        self._tfd = _TimerFd.open(loop, self._fired) if allow_timerfd else None
+        self.precise = self._tfd is not None
 
     def time(self) -> float:
         """Now on the clock ``call_at`` takes (seconds)."""
-        return time.monotonic() if self._fd >= 0 else self._loop.time()
+        return time.monotonic() if self._tfd is not None else self._loop.time()
 
     def call_at(self, when: float, callback: Any, arg: Any) -> None:
         """Run ``callback(arg)`` at monotonic time ``when`` (seconds), or at the next wake-up if
         that has passed."""
-        if self._fd < 0:
+        if self._tfd is None:
             self._loop.call_at(when, callback, arg)
             return
         when_ns = int(when * 1e9)
@@ -205,17 +217,13 @@ class PreciseCalls:
             self._arm(when_ns)
 
     def _arm(self, when_ns: int) -> None:
+        assert self._tfd is not None
         self._armed = when_ns
-        spec = self._spec
-        spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(max(when_ns, 1), 1_000_000_000)
-        assert self._settime is not None
-        self._settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None)
+        self._tfd.arm(when_ns)
 
     def _fired(self) -> None:
-        try:
-            os.read(self._fd, 8)
-        except BlockingIOError:
-            pass
+        assert self._tfd is not None
+        self._tfd.expired()  # a spurious wake-up still runs what is due
         self.wakeups += 1
         self._armed = _NEVER
         heap = self._heap
@@ -233,20 +241,14 @@ class PreciseCalls:
         return len(self._heap)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-            os.close(self._fd)
-            self._fd = -1
-            self._settime = None
+        if self._tfd is not None:
+            self._tfd.close()
+            self._tfd = None
         self._heap.clear()
 
-    def __del__(self) -> None:  # the loop (and its reader) is gone: do not leak the descriptor
-        if self._fd >= 0:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = -1
+    def __del__(self) -> None:  # the loop (and its reader) may be gone: do not leak the descriptor
+        if self._tfd is not None:
+            self._tfd.close(loop_alive=False)
 
 
 _CALLS: weakref.WeakKeyDictionary[Any, PreciseCalls] = weakref.WeakKeyDictionary()
