@@ -17,7 +17,12 @@ and clients to the other (the machine is shared and noisy: compare the ratios).
     several stream counts (default 500, 800 and the 2,000 target). c0: sleeping only, no I/O,
     ``DueScheduler`` vs ``asyncio.sleep`` (CPU per wake-up). c1: the real Azure mock (its stream
     tokens go out through the emitter wheel, ``harness.mocks.emitter``), measured client-side by
-    4 lean client processes: ITL error = |(t_i − t_(i−1)) − ITL| per token after a stream's first;
+    one process of ``bench/sse_client.c`` (compiled with the system's cc on the fly; an epoll
+    reader, ~0.5 core at 2,000 streams where 4 Python processes need a whole one; the same request
+    bytes, counting, histogram and JSON as the Python client ``_sse_client``), or by 4 lean Python
+    client processes without a compiler or with ``--py-clients`` (the table's ``cli`` column says
+    which; ``--compare-clients`` reads every round with both and prints their difference, the C
+    client's check): ITL error = |(t_i − t_(i−1)) − ITL| per token after a stream's first;
     target p99 ≤ 2 ms. Also the server's CPU per token delivered and the share of due tokens
     delivered. Server-side (``s`` columns): the mock's own write times, from its admin API
     (``GET /admin/emission``: |ITL error| of the chunks its emitter wheel wrote, counted afresh
@@ -26,12 +31,13 @@ and clients to the other (the machine is shared and noisy: compare the ratios).
     another checkout; ``--recording-off`` the mock with its timing recording switched off (what
     the recording costs); ``--reference-servers`` the bench's own SSE servers (``sleep_until`` vs
     ``asyncio.sleep``, also timed server-side). Client-side numbers are only meaningful while the
-    clients' core is not saturated (cliCPU column, flagged); the target line judges 2,000
-    streams server-side when it is, client-side otherwise (and says which).
+    clients' core is not saturated (cliCPU column: the clients' CPU in the window, flagged); the
+    target line judges 2,000 streams server-side when it is, client-side otherwise (and says
+    which), and with ``--mock-procs N`` a second line judges the N-process fleet.
 
     .venv/bin/python bench/mocks.py [--duration-s 8] [--streams 500,800,2000] [--itl-ms 20]
         [--only a,b,c|c1] [--paced-rps 2000] [--before DIR] [--mock-procs N --server-cpus 0,1]
-        [--recording-off] [--reference-servers]
+        [--recording-off] [--reference-servers] [--py-clients] [--compare-clients]
 
 Internal sub-commands (the driver starts them): ``_rr-client``, ``_sse-client``, ``_sse-server``,
 ``_sleep-micro``.
@@ -199,9 +205,9 @@ def _get_json_or_none(url: str) -> Any:
 # --------------------------------------------------------------------------- lean clients
 
 
-def _request_bytes(host: str, port: int, body: bytes) -> bytes:
+def _request_bytes(host: str, port: int, body: bytes, path: str = CHAT_PATH) -> bytes:
     return (
-        f"POST {CHAT_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\napi-key: k\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\napi-key: k\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
@@ -288,11 +294,7 @@ async def _sse_client(
     the |ITL error| of each token event after a stream's first inside ``window`` (monotonic s).
     Events that arrive in the same read as an earlier one count as a whole ITL early."""
     loop = asyncio.get_running_loop()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\napi-key: k\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    request = head + body
+    request = _request_bytes("127.0.0.1", port, body, path)  # bench/sse_client.c sends the same
     itl_s = itl_ms / 1000.0
     early_bin = min(HIST_BINS, int(itl_ms / HIST_BIN_MS))
     hist = [0] * (HIST_BINS + 1)
@@ -501,15 +503,16 @@ def _run_clients(args: list[list[str]], cpu: int, timeout: float) -> list[dict[s
 RR_BODY = b'{"messages":[{"role":"user","content":"hello"}],"max_tokens":1}'
 
 
-def build_c_client(tmp: Path) -> Path | None:
-    """Compile bench/rr_client.c with the system's C compiler (None if there is none)."""
+def build_c_client(tmp: Path, name: str = "rr_client") -> Path | None:
+    """Compile bench/{name}.c (rr_client: part a; sse_client: part c1) into ``tmp`` with the
+    system's C compiler (None if there is none or it fails)."""
     import shutil
 
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    exe = tmp / "rr_client"
-    cmd = [cc, "-O2", "-o", str(exe), str(ROOT / "bench/rr_client.c")]
+    exe = tmp / name
+    cmd = [cc, "-O2", "-o", str(exe), str(ROOT / f"bench/{name}.c")]
     done = subprocess.run(cmd, check=False, capture_output=True)
     return exe if done.returncode == 0 else None
 
@@ -666,20 +669,32 @@ def _sse_round(
     clients: int,
     collect_url: str | None,
     server_cores: int = 1,
+    c_client: Path | None = None,
 ) -> dict[str, Any]:
     """One emission measurement: clients start together (after a ready/go handshake), streams
     ramp up over 1 s, and the window skips the ramp and the end. ``collect_url``: a reference
     server's ``/collect`` or a mock's admin URL (its ``/emission`` timing, counted afresh at the
-    window's start; a mock without it, e.g. ``--before``, shows "—")."""
+    window's start; a mock without it, e.g. ``--before``, shows "—"). ``c_client``: one process
+    of the compiled bench/sse_client.c reads every stream instead of ``clients`` Python ones
+    (same request bytes, counting, histogram and JSON)."""
     spread = 1.0
     body = json.dumps(
         {"messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 1_000_000}
     )
+    if c_client is not None:
+        clients = 1
     per = [streams // clients + (1 if i < streams % clients else 0) for i in range(clients)]
-    cmd = [sys.executable, __file__, "_sse-client", str(port), CHAT_PATH, body]
+    if c_client is not None:
+        request = c_client.parent / f"sse-request-{port}.http"
+        request.write_bytes(_request_bytes("127.0.0.1", port, body.encode(), CHAT_PATH))
+        cmd = [str(c_client), str(port), str(request)]
+        tail = [str(HIST_BIN_MS), str(HIST_BINS)]
+    else:
+        cmd = [sys.executable, __file__, "_sse-client", str(port), CHAT_PATH, body]
+        tail = []
     procs = [
         _popen(
-            [*cmd, str(n), str(itl_ms), str(spread)],
+            [*cmd, str(n), str(itl_ms), str(spread), *tail],
             client_cpu,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -697,11 +712,13 @@ def _sse_round(
         p.stdin.flush()
     time.sleep(max(0.0, window[0] - time.monotonic()))
     cpu0, t0 = _cpu_s(server_pid, tree=True), time.monotonic()
+    cli0 = sum(_cpu_s(p.pid) for p in procs)
     mock_admin = collect_url is not None and collect_url.endswith("/admin")
     if collect_url:  # slow when the server is saturated: the CPU is read first
         _post(collect_url + "/emission/reset" if mock_admin else collect_url + "?on=1", quiet=mock_admin)
     time.sleep(max(0.0, window[1] - time.monotonic()))
     cpu1, t1 = _cpu_s(server_pid, tree=True), time.monotonic()
+    cli1 = sum(_cpu_s(p.pid) for p in procs)
     srv: dict[str, Any] | None = None
     if mock_admin:
         srv = _get_json_or_none(collect_url + "/emission")  # type: ignore[operator]
@@ -714,8 +731,7 @@ def _sse_round(
         results.append(json.loads(stdout))
     span = t1 - t0
     client_hist = _merge([r["hist"] for r in results])
-    client_cpu_s = sum(r["cpu_s"] for r in results)
-    client_busy = client_cpu_s / (duration + spread + 1.2)
+    client_busy = (cli1 - cli0) / span  # in the window, as the server's CPU
     busy = (cpu1 - cpu0) / span
     delivered = sum(r["window_events"] for r in results) / (window[1] - window[0])  # tokens/s in the window
     offered = streams / itl_ms * 1000
@@ -735,7 +751,8 @@ def _sse_round(
     else:
         line += f" {'—':>6} {'—':>6} {'—':>7}"
     c_pct = (_hist_pct(client_hist, 0.5), _hist_pct(client_hist, 0.99), _hist_pct(client_hist, 0.999))
-    line += f" {c_pct[0]:>6.2f} {c_pct[1]:>6.2f} {c_pct[2]:>7.2f}  {client_busy * 100:>5.0f}%"
+    client = "C" if c_client is not None else f"py×{clients}"
+    line += f" {c_pct[0]:>6.2f} {c_pct[1]:>6.2f} {c_pct[2]:>7.2f}  {client_busy * 100:>5.0f}% {client:>4}"
     if busy >= 0.9 * server_cores:
         line += "  (server saturated)"
     if client_busy >= 0.9:
@@ -752,6 +769,7 @@ def _sse_round(
     return {
         "label": label,
         "streams": streams,
+        "client": client,
         "server_busy": busy,
         "us_per_token": per_token,
         "delivered": delivered / offered,
@@ -775,9 +793,21 @@ def part_c(
     reference_servers: bool,
     sleep_micro: bool,
     recording_off: bool = False,
+    py_clients: bool = False,
+    compare_clients: bool = False,
 ) -> None:
     clients = 4
     server_cpu = min(server_cpus)
+    c_client = None if py_clients else build_c_client(tmp, "sse_client")
+    if c_client is not None:
+        read_by = "1 C client process (bench/sse_client.c)"
+    else:
+        why = "--py-clients" if py_clients else "no C compiler: fell back to them"
+        read_by = f"{clients} lean Python client processes ({why})"
+    kinds: list[Path | None] = [c_client]
+    if compare_clients and c_client is not None:
+        kinds.append(None)  # the same rounds also read by the Python clients: the C client's check
+        read_by += f", and again by {clients} lean Python client processes (--compare-clients)"
     print(f"(c) emission at ITL {itl_ms:g} ms, {duration:g} s windows; |ITL error| percentiles in ms")
     if sleep_micro:
         print(f"  c0: sleeping only, no I/O, one process on cpu {server_cpu}")
@@ -794,10 +824,11 @@ def part_c(
                 flush=True,
             )
     print(
-        f"  c1: SSE streams (~450 B Azure chunks), {clients} lean client processes on cpu {client_cpu}; "
+        f"  c1: SSE streams (~450 B Azure chunks), read by {read_by} on cpu {client_cpu}; "
         f"s = server-side (write times; the mock's from its admin API, GET /admin/emission), c = "
         f"client-side (read times); srvCPU = the server's CPU (all its processes), µs/ev = server CPU "
-        f"per token delivered in the window, rate = tokens delivered / tokens due"
+        f"per token delivered in the window, rate = tokens delivered / tokens due, cli = the client "
+        f"(C: bench/sse_client.c; py×N: N Python processes)"
     )
     if mock_procs > 1:
         print(
@@ -806,7 +837,7 @@ def part_c(
         )
     print(
         f"  {'server':<30} {'streams':>7} {'srvCPU':>6} {'µs/ev':>5} {'rate':>5} {'s p50':>6} {'s p99':>6} "
-        f"{'s p99.9':>7} {'c p50':>6} {'c p99':>6} {'c p99.9':>7}  {'cliCPU':>6}"
+        f"{'s p99.9':>7} {'c p50':>6} {'c p99':>6} {'c p99.9':>7}  {'cliCPU':>6} {'cli':>4}"
     )
     tokens = int((duration + 3.0) * 1000 / itl_ms)
     # (label, process, port, collect url or mock admin url, cores it may use)
@@ -842,14 +873,48 @@ def part_c(
                 servers.append((label, proc, port, f"http://127.0.0.1:{port}/collect", 1))
         for streams in sweep:
             for label, proc, port, collect_url, cores in servers:
-                rows.append(_sse_round(
-                    label, port, proc.pid, client_cpu, streams=streams, itl_ms=itl_ms, duration=duration,
-                    clients=clients, collect_url=collect_url, server_cores=cores,
-                ))  # fmt: skip
+                for kind in kinds:
+                    row = _sse_round(
+                        label, port, proc.pid, client_cpu, streams=streams, itl_ms=itl_ms,
+                        duration=duration, clients=clients, collect_url=collect_url, server_cores=cores,
+                        c_client=kind,
+                    )  # fmt: skip
+                    rows.append(row)
     finally:
         for _, proc, _, _, _ in servers:
             _stop(proc)
-    _verdict_c(rows, itl_ms)
+    if len(kinds) > 1:
+        _compare_clients(rows)
+    _verdict_c(rows, itl_ms, mock_procs, sorted(server_cpus))
+
+
+def _compare_clients(rows: list[dict[str, Any]]) -> None:
+    """--compare-clients: the C client's client-side percentiles beside the Python clients' for the
+    same server and stream count (consecutive rounds), where neither client's core is saturated."""
+    print("  C client vs Python clients, client-side |ITL error| (C − py, ms), unsaturated rounds only:")
+    by_key: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_key.setdefault((r["label"], r["streams"]), {})["C" if r["client"] == "C" else "py"] = r
+    for (label, streams), pair in by_key.items():
+        c, py = pair.get("C"), pair.get("py")
+        if c is None or py is None:
+            continue
+        if max(c["client_busy"], py["client_busy"]) >= 0.9:
+            print(f"    {label} {streams}: not compared (a client's core saturated)")
+            continue
+        diffs = "  ".join(
+            f"{name} {a:.2f}/{b:.2f} ({a - b:+.2f})"
+            for name, a, b in zip(("p50", "p99", "p99.9"), c["c"], py["c"], strict=True)
+        )
+        print(f"    {label:<30} {streams:>5}: C/py {diffs}")
+        if c["s"] is not None and py["s"] is not None:  # each round's client − server: the clients' own share
+            off = "  ".join(
+                f"{name} {a - sa:+.2f}/{b - sb:+.2f}"
+                for name, a, sa, b, sb in zip(
+                    ("p50", "p99", "p99.9"), c["c"], c["s"], py["c"], py["s"], strict=True
+                )
+            )
+            print(f"    {'':<30} {'':>5}  client − server-side, C/py: {off}")
 
 
 MOCK_LABEL = "Azure mock (emitter wheel)"
@@ -857,37 +922,49 @@ TARGET_STREAMS = 2000
 TARGET_P99_MS = 2.0
 
 
-def _verdict_c(rows: list[dict[str, Any]], itl_ms: float) -> None:
+def _verdict_c(
+    rows: list[dict[str, Any]], itl_ms: float, mock_procs: int = 1, server_cpus: list[int] | None = None
+) -> None:
     """Target (c): one mock process, 2,000 streams, |ITL error| p99 ≤ 2 ms with every due token
     delivered. Judged client-side unless the clients' core is saturated (then client-side numbers
-    show the clients): then server-side, from the mock's own write times."""
-    row = next((r for r in rows if r["label"] == MOCK_LABEL and r["streams"] == TARGET_STREAMS), None)
-    if row is None:
-        print(f"  target (c): not judged ({TARGET_STREAMS} streams not in --streams)")
-        return
-    saturated = row["client_busy"] >= 0.9
-    if saturated and row["s"] is not None:
-        busy = row["client_busy"] * 100
-        side, p99 = f"server-side (clients saturated: {busy:.0f}% of their core)", row["s"][1]
-    else:
-        side, p99 = "client-side", row["c"][1]
-        if saturated:
-            side += " (clients saturated, no server-side numbers)"
-    delivered = row["delivered"]
-    met = p99 <= TARGET_P99_MS and delivered >= 0.99
-    print(
-        f"  target (c): {TARGET_STREAMS} streams at ITL {itl_ms:g} ms on one mock process, |ITL error| p99 "
-        f"≤ {TARGET_P99_MS:g} ms: {side} p99 {p99:.2f} ms, {delivered * 100:.0f}% of due tokens delivered, "
-        f"{row['us_per_token']:.1f} µs server CPU per token: {'met' if met else 'MISSED'}"
-    )
-    em = row["emission"]
-    if em is not None and em.get("chunks"):
-        pct = em["percentiles_ms"]["emission_error"]
-        print(
-            f"  server-side emission error (write − due) at {TARGET_STREAMS} streams: p50 {pct['p50']:.2f} "
-            f"p99 {pct['p99']:.2f} p99.9 {pct['p99.9']:.2f} ms over {em['chunks']} chunks, "
-            f"{em['early']} early"
+    show the clients): then server-side, from the mock's own write times. The C client's round is
+    judged when there are both. With ``--mock-procs N`` a second line judges the same numbers for
+    the fleet served by N processes (not the target's one-process configuration, said so)."""
+    judged = [(MOCK_LABEL, "on one mock process")]
+    if mock_procs > 1:
+        judged.append(
+            (f"Azure mock ×{mock_procs} (--procs)", f"on {mock_procs} mock processes, cpus {server_cpus}")
         )
+    for label, where in judged:
+        candidates = [r for r in rows if r["label"] == label and r["streams"] == TARGET_STREAMS]
+        row = next((r for r in candidates if r["client"] == "C"), candidates[0] if candidates else None)
+        if row is None:
+            print(f"  target (c): not judged ({TARGET_STREAMS} streams not in --streams)")
+            return
+        saturated = row["client_busy"] >= 0.9
+        client = "C client" if row["client"] == "C" else f"Python clients {row['client']}"
+        if saturated and row["s"] is not None:
+            busy = row["client_busy"] * 100
+            side, p99 = f"server-side (clients saturated: {busy:.0f}% of their core)", row["s"][1]
+        else:
+            side, p99 = f"client-side ({client})", row["c"][1]
+            if saturated:
+                side += " (clients saturated, no server-side numbers)"
+        delivered = row["delivered"]
+        met = p99 <= TARGET_P99_MS and delivered >= 0.99
+        print(
+            f"  target (c): {TARGET_STREAMS} streams at ITL {itl_ms:g} ms {where}, |ITL error| p99 "
+            f"≤ {TARGET_P99_MS:g} ms: {side} p99 {p99:.2f} ms, {delivered * 100:.0f}% of due tokens "
+            f"delivered, {row['us_per_token']:.1f} µs server CPU per token: {'met' if met else 'MISSED'}"
+        )
+        em = row["emission"]
+        if em is not None and em.get("chunks"):
+            pct = em["percentiles_ms"]["emission_error"]
+            print(
+                f"  server-side emission error (write − due) at {TARGET_STREAMS} streams: "
+                f"p50 {pct['p50']:.2f} p99 {pct['p99']:.2f} p99.9 {pct['p99.9']:.2f} ms "
+                f"over {em['chunks']} chunks, {em['early']} early"
+            )
 
 
 # --------------------------------------------------------------------------- entry
@@ -957,6 +1034,16 @@ def main() -> int:
         help="(c) also the mock with its emission-timing recording switched off (what recording costs)",
     )
     parser.add_argument(
+        "--py-clients",
+        action="store_true",
+        help="(c1) read the streams with the 4 Python client processes, not the C client",
+    )
+    parser.add_argument(
+        "--compare-clients",
+        action="store_true",
+        help="(c1) read every round with the C client and again with the Python clients, and compare",
+    )
+    parser.add_argument(
         "--reference-servers",
         action="store_true",
         help="(c) also run the bench's own SSE servers (sleep_until vs asyncio.sleep, server-side timing)",
@@ -982,7 +1069,8 @@ def main() -> int:
             part_c(
                 tmp, server_cpus, client_cpu, args.duration_s, sweep, args.itl_ms,
                 mock_procs=args.mock_procs, before=args.before, reference_servers=args.reference_servers,
-                sleep_micro="c" in only, recording_off=args.recording_off,
+                sleep_micro="c" in only, recording_off=args.recording_off, py_clients=args.py_clients,
+                compare_clients=args.compare_clients,
             )  # fmt: skip
     return 0
 
