@@ -77,7 +77,5 @@ def self_test(
         last = max(int(e["ts_ns"]) for e in failovers)
         block["first_failover_s"] = round((first - started_wall_ns) / 1e9, 3)
         block["last_failover_s"] = round((last - started_wall_ns) / 1e9, 3)
-    block["consistent"] = not unexplained and all(
-        s["applied"] == s["reported"] for s in switches.values()
-    )
+    block["consistent"] = not unexplained and all(s["applied"] == s["reported"] for s in switches.values())
     return block

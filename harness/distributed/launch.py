@@ -38,8 +38,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-
-
 async def _spawn(args: Sequence[str], log_path: Path) -> asyncio.subprocess.Process:
     with log_path.open("wb") as log_file:
         return await asyncio.create_subprocess_exec(

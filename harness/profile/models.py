@@ -233,12 +233,12 @@ class Scenario(Strict):
         if self.session is not None and self.api not in ("responses", "realtime"):
             raise ValueError(
                 f"sessions chain server-side state, which {self.api} has none of; "
-                "use api = \"responses\" or \"realtime\", or remove the session table"
+                'use api = "responses" or "realtime", or remove the session table'
             )
         if self.session is not None and self.api == "responses" and self.store is False:
             raise ValueError("a Responses session chains stored responses: set store = true or remove it")
         if self.store is not None and self.api != "responses":
-            raise ValueError(f"store applies to api = \"responses\" only, not {self.api}")
+            raise ValueError(f'store applies to api = "responses" only, not {self.api}')
         return self
 
     @property
@@ -253,7 +253,7 @@ class Scenario(Strict):
         if sum(x is not None for x in (self.arrival, self.trace, self.mix)) != 1:
             raise ValueError(
                 "a scenario needs exactly one of [arrival] (a generated process), [trace] (a replay) "
-                "or mix = \"NAME\" (a weighted share of [mixes.NAME])"
+                'or mix = "NAME" (a weighted share of [mixes.NAME])'
             )
         return self
 
@@ -363,7 +363,7 @@ class Target(Strict):
     allow_remote: bool = Field(default=False, description="permit endpoints outside loopback")
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
     router: RouterTarget | None = Field(
-        default=None, description="start the reference router in front of the fleet (endpoint \"router\")"
+        default=None, description='start the reference router in front of the fleet (endpoint "router")'
     )
     events: list[FleetEvent] = Field(
         default_factory=list, description="scheduled outages and faults on fleet endpoints during the run"

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", default="router-log.jsonl", help="injection log (JSONL), overwritten")
     parser.add_argument("--balance", choices=STRATEGIES, default="round-robin")
     parser.add_argument("--fleet-procs", type=int, default=1, help="processes of a fleet started by --fleet")
-    parser.add_argument("--connections", type=int, default=1024, help="upstream connection pool size")
+    parser.add_argument(
+        "--connections", type=int, default=1024, help="upstream keep-alive connections per backend"
+    )
     for switch, what in (
         ("misroute", "send a stateless call to a backend the policy denies"),
         ("break-affinity", "send a chained stateful call away from its state holder"),

@@ -1,8 +1,9 @@
 """The router as a server: load the policy, find the backends, listen, print the ready line.
 
-Routes: ``/openai/...`` and ``/v1/...`` (every inbound form, see harness.router.decide) go to the
-proxy; the router's own loopback API is ``GET /router/health`` and ``GET /router/state`` (backends,
-in-flight counts, affinity entries, injection and failover counts).
+Routes (served by ``harness.router.server``): ``/openai/...`` and ``/v1/...`` (every inbound form,
+see harness.router.decide) go to the proxy; the router's own loopback API is
+``GET /router/health`` and ``GET /router/state`` (backends, in-flight counts, affinity entries,
+injection and failover counts).
 
 Ready line (one JSON object on stdout, once listening; ``READY_KEYS``)::
 
@@ -30,9 +31,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
 import orjson
-from aiohttp import web
 
 from harness.childproc import stop_event
 from harness.compliance.policy import CompiledPolicy
@@ -42,6 +41,8 @@ from harness.router.backends import BackendTable, fetch_endpoints
 from harness.router.decide import STRATEGIES, Balancer, Strategy
 from harness.router.inject import SWITCHES, Injector, Rates
 from harness.router.proxy import DEFAULT_API_VERSION, Proxy
+from harness.router.server import Connection, Handler, Request, Server, serve
+from harness.router.upstream import Upstream
 
 if TYPE_CHECKING:
     from harness.mocks.process import FleetProcess
@@ -59,7 +60,6 @@ READY_KEYS: Final = (
     "pid",
     "backends",
 )
-SHUTDOWN_TIMEOUT_S: Final = 1.0
 CONNECT_TIMEOUT_S: Final = 5.0
 
 
@@ -77,7 +77,7 @@ class RouterConfig:
     rates: Rates = field(default_factory=Rates)
     strategy: Strategy = "round-robin"
     fleet_procs: int = 1
-    connections: int = 1024  # upstream connection pool size, over all backends
+    connections: int = 1024  # upstream keep-alive connections per backend (more wait their turn)
     read_timeout_s: float = 300.0  # longest silence between two upstream reads
     api_version: str = DEFAULT_API_VERSION  # for OpenAI-form calls sent to Azure deployment paths
 
@@ -105,42 +105,46 @@ def _url_host(host: str) -> str:
 class RunningRouter:
     """A started router: its ready line (``info``), its parts, and ``stop()``."""
 
-    __slots__ = ("_runner", "fleet", "info", "injector", "proxy", "session")
+    __slots__ = ("_server", "fleet", "info", "injector", "proxy", "upstreams")
 
     def __init__(
         self,
         info: dict[str, Any],
         proxy: Proxy,
-        runner: web.AppRunner,
-        session: aiohttp.ClientSession,
+        server: Server,
+        upstreams: list[Upstream],
         injector: Injector,
         fleet: FleetProcess | None,
     ) -> None:
         self.info = info
         self.proxy = proxy
-        self._runner = runner
-        self.session = session
+        self._server = server
+        self.upstreams = upstreams
         self.injector = injector
         self.fleet = fleet
 
     async def stop(self) -> None:
-        """Stop listening, close the upstream pool and the log, stop the fleet if we started it."""
+        """Stop listening, close the upstream pools and the log, stop the fleet if we started it."""
         try:
-            await self._runner.cleanup()
-            await self.session.close()
+            await self._server.close()
+            for upstream in self.upstreams:
+                upstream.close()
         finally:
             self.injector.close()
             if self.fleet is not None:
                 await self.fleet.stop()
 
 
-def make_router_app(proxy: Proxy) -> web.Application:
-    """The aiohttp app: every inbound form goes to ``proxy.handle``; plus /router/health, /state."""
+_HEALTH: Final = b'{"ok":true}'
+_JSON: Final = b"Content-Type: application/json\r\n"
+_TEXT: Final = b"Content-Type: text/plain; charset=utf-8\r\n"
 
-    async def health(_: web.Request) -> web.Response:
-        return web.Response(body=b'{"ok":true}', content_type="application/json")
 
-    async def state(_: web.Request) -> web.Response:
+def make_router_handler(proxy: Proxy) -> Handler:
+    """The server's handler: every inbound form goes to ``proxy.handle``; plus ``GET
+    /router/health`` and ``GET /router/state``; anything else is a 404."""
+
+    def state() -> bytes:
         backends = proxy.table.describe()
         for info, n in zip(backends, proxy.balancer.in_flight, strict=True):
             info["in_flight"] = n
@@ -150,14 +154,21 @@ def make_router_app(proxy: Proxy) -> web.Application:
             "injections": proxy.injector.counts,
             "backends": backends,
         }
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
+        return orjson.dumps(body)
 
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_get("/router/health", health)
-    app.router.add_get("/router/state", state)
-    app.router.add_route("*", "/openai/{tail:.*}", proxy.handle)
-    app.router.add_route("*", "/v1/{tail:.*}", proxy.handle)
-    return app
+    async def handle(request: Request, conn: Connection) -> None:
+        path = request.path
+        if path.startswith(("/openai/", "/v1/")):
+            await proxy.handle(request, conn)
+        elif path in ("/router/health", "/router/state"):
+            if request.method != "GET":
+                conn.respond(405, b"Allow: GET\r\n" + _TEXT, b"405: Method Not Allowed")
+            else:
+                conn.respond(200, _JSON, _HEALTH if path == "/router/health" else state())
+        else:
+            conn.respond(404, _TEXT, b"404: Not Found")
+
+    return handle
 
 
 async def start_router(config: RouterConfig) -> RunningRouter:
@@ -175,50 +186,44 @@ async def start_router(config: RouterConfig) -> RunningRouter:
         assert config.attach_admin is not None
         admin_url = config.attach_admin.rstrip("/")
         endpoints = await fetch_endpoints(admin_url)
-    session: aiohttp.ClientSession | None = None
+    upstreams: list[Upstream] = []
     injector: Injector | None = None
     try:
         table = BackendTable.from_endpoints(endpoints)
         injector = Injector(config.rates, config.seed, config.log)
-        connector = aiohttp.TCPConnector(
-            limit=config.connections, limit_per_host=config.connections, keepalive_timeout=30.0
-        )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=config.read_timeout_s
-            ),
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding", "User-Agent"),
-        )
+        upstreams = [
+            Upstream(
+                b.base_url,
+                limit=config.connections,
+                connect_timeout_s=CONNECT_TIMEOUT_S,
+                read_timeout_s=config.read_timeout_s,
+            )
+            for b in table.backends
+        ]
         proxy = Proxy(
             table,
             policy,
             injector,
             Balancer(len(table), config.strategy),
-            session,
+            upstreams,
             api_version=config.api_version,
         )
-        runner = web.AppRunner(make_router_app(proxy), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-        await runner.setup()
         try:
-            await web.TCPSite(runner, config.host, config.port, backlog=1024).start()
+            server = await serve(make_router_handler(proxy), config.host, config.port, backlog=1024)
         except OSError as exc:
-            await runner.cleanup()
             raise InfrastructureError(
                 f"the router cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
                 "choose another --port (0 picks a free one)",
             ) from None
     except BaseException:
-        if session is not None:
-            await session.close()
+        for upstream in upstreams:
+            upstream.close()
         if injector is not None:
             injector.close()
         if fleet is not None:
             await fleet.stop()
         raise
-    port = int(runner.addresses[0][1])
-    base = f"http://{_url_host(config.host)}:{port}"
+    base = f"http://{_url_host(config.host)}:{server.port}"
     info = {
         "name": "router",
         "base_url": base,
@@ -232,7 +237,7 @@ async def start_router(config: RouterConfig) -> RunningRouter:
         "pid": os.getpid(),
         "backends": table.describe(),
     }
-    return RunningRouter(info, proxy, runner, session, injector, fleet)
+    return RunningRouter(info, proxy, server, upstreams, injector, fleet)
 
 
 # --------------------------------------------------------------------------- process entry

@@ -14,12 +14,20 @@ an OpenAI backend), the client request ids (``x-ms-client-request-id``, ``X-Clie
 fingerprint and ``x-mock-*`` unchanged), plus ``x-router-backend: <name>`` and
 ``x-router-attempts: <n>`` (1 unless it failed over).
 
-Streams (``text/event-stream``) go through chunk by chunk: each ``iter_any()`` read becomes one
-``StreamResponse.write``. A backend that cuts a stream (or a body) short gets the client's
-connection aborted the same way. Failover moves to the next allowed backend on a connection
-error, 429 or 5xx, which always happens before the first byte reaches the client (a backend
-that answered 5xx or could not be reached is then tried last for ``EJECT_S``); chained
-stateful calls have a single target (the state holder) and return its answer, errors included.
+The hot path has no aiohttp in it: with aiohttp on both sides a streamed request cost the router
+1.85x the mock's CPU, now 1.0x (docs/benchmarks.md, "Reference router"). Requests
+arrive through the router's own HTTP/1.1 server (``harness.router.server``) and go upstream over
+one lean keep-alive pool per backend (``harness.router.upstream``, the engine's httptools
+transport). Streams (``text/event-stream``) go through chunk by chunk: the upstream connection's
+``data_received`` hands each body piece to a ``harness.router.relay.Relay``, which writes it to
+the client's socket in the same callback (no coroutine wake-up, no buffering). Other bodies are
+collected and answered with a length. A backend that cuts a stream (or a body) short gets the
+client's connection aborted the same way; a client that goes away cancels its request, which
+closes the upstream connection it was using. Failover moves to the next allowed backend on a
+connection error, 429 or 5xx, which always happens before the first byte reaches the client
+(the failed answer is read and dropped; a backend that answered 5xx or could not be reached is
+then tried last for ``EJECT_S``); chained stateful calls have a single target (the state holder)
+and return its answer, errors included. ``HEAD`` is not proxied (405).
 """
 
 from __future__ import annotations
@@ -29,15 +37,13 @@ import itertools
 import time
 from collections.abc import Sequence
 from typing import Any, Final
+from urllib.parse import quote
 
-import aiohttp
 import orjson
-from aiohttp import web
-from multidict import CIMultiDict
 
 from harness.compliance.policy import CompiledPolicy
-from harness.protocols.fingerprint import mock_headers, vendor_headers
-from harness.router.affinity import AffinityTable, CreatedSniffer
+from harness.engine.transport import TransportError
+from harness.router.affinity import AffinityTable
 from harness.router.backends import Backend, BackendTable
 from harness.router.decide import (
     DEPLOYMENT_OPS,
@@ -51,84 +57,47 @@ from harness.router.decide import (
     parse_path,
 )
 from harness.router.inject import Injector
+from harness.router.relay import ROUTER_ATTEMPTS_HEADER, ROUTER_BACKEND_HEADER, Relay
+from harness.router.server import Connection, Request
+from harness.router.upstream import Upstream
+
+__all__ = ["DEFAULT_API_VERSION", "EJECT_S", "ROUTER_ATTEMPTS_HEADER", "ROUTER_BACKEND_HEADER", "Proxy"]
 
 DEFAULT_API_VERSION: Final = "2024-10-21"
-ROUTER_BACKEND_HEADER: Final = "x-router-backend"
-ROUTER_ATTEMPTS_HEADER: Final = "x-router-attempts"
 TENANT_HEADER: Final = "x-router-tenant"
 SOLD_THROUGH_HEADER: Final = "x-router-sold-through"
 _AZURE_CRID: Final = "x-ms-client-request-id"
-_OPENAI_CRID: Final = "X-Client-Request-Id"
-_FORWARDED: Final = (
-    "Content-Type",
-    "Accept",
-    "api-key",
-    "Authorization",
-    _AZURE_CRID,
-    _OPENAI_CRID,
-    "OpenAI-Beta",
-    "User-Agent",
-)
-_HOP_BY_HOP: Final = frozenset(
-    {"content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "upgrade"}
-)
-# Every vendor fingerprint header the mocks send (harness.protocols.fingerprint), removed before a
-# spoofed reply gets Azure's.
-_VENDOR: Final = frozenset(
-    {
-        "apim-request-id",
+_OPENAI_CRID: Final = "x-client-request-id"
+# (name sent upstream, lower-case name looked up in the request)
+_FORWARDED: Final = tuple(
+    (name, name.lower())
+    for name in (
+        "Content-Type",
+        "Accept",
+        "api-key",
+        "Authorization",
         "x-ms-client-request-id",
-        "x-request-id",
-        "x-ms-region",
-        "azureml-model-session",
-        "x-accel-buffering",
-        "x-content-type-options",
-        "strict-transport-security",
-        "cache-control",
-        "access-control-allow-origin",
-        "openai-organization",
-        "openai-project",
-        "openai-processing-ms",
-        "openai-version",
-        "server",
-        "cf-ray",
-        "x-client-request-id",
-        "x-amzn-requestid",
-        "x-mock-aws-region",
-        "server-timing",
-        "vary",
-        "x-frame-options",
-        "x-xss-protection",
-        "x-mock-cloud",
-        "x-mock-region",
-    }
+        "X-Client-Request-Id",
+        "OpenAI-Beta",
+        "User-Agent",
+    )
 )
-_RETRYABLE_MIN: Final = 500
+_JSON: Final = b"Content-Type: application/json\r\n"
+_SAFE_PATH: Final = "/-._~!$&'()*+,;=:@"  # RFC 3986 pchar and "/": kept as they are
 _MAX_SPLITS: Final = 4096
 EJECT_S: Final = 1.0
 """A backend that answered 5xx or could not be reached is tried last for this long (seconds)."""
 
 
-def _retryable(status: int) -> bool:
-    return status == 429 or status >= _RETRYABLE_MIN
-
-
-def error_response(azure: bool, status: int, code: str, message: str) -> web.Response:
-    """An error the router itself answers, in the inbound dialect's shape."""
+def error_response(conn: Connection, azure: bool, status: int, code: str, message: str) -> None:
+    """Answer an error the router itself decides, in the inbound dialect's shape."""
     body: dict[str, dict[str, str | None]]
     if azure:
         body = {"error": {"code": code, "message": message}}
     else:
         kind = "server_error" if status >= 500 else "invalid_request_error"
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
-
-
-def abort_client(request: web.Request) -> None:
-    """Close the client's connection without a proper end, as the backend did to us."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
+    conn.respond(status, _JSON, orjson.dumps(body))
 
 
 class Proxy:
@@ -143,8 +112,8 @@ class Proxy:
         "counts",
         "injector",
         "policy",
-        "session",
         "table",
+        "upstreams",
     )
 
     def __init__(
@@ -153,7 +122,7 @@ class Proxy:
         policy: CompiledPolicy,
         injector: Injector,
         balancer: Balancer,
-        session: aiohttp.ClientSession,
+        upstreams: Sequence[Upstream],
         *,
         api_version: str = DEFAULT_API_VERSION,
     ) -> None:
@@ -161,7 +130,7 @@ class Proxy:
         self.policy = policy
         self.injector = injector
         self.balancer = balancer
-        self.session = session
+        self.upstreams = upstreams  # by Backend.index
         self.affinity = AffinityTable()
         self.api_version = api_version
         self._pick = itertools.count()  # round robin over injection targets
@@ -170,27 +139,31 @@ class Proxy:
 
     # ------------------------------------------------------------------ entry
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: Request, conn: Connection) -> None:
         self.counts["requests"] += 1
         inbound = parse_path(request.path)
         if inbound is None:
-            return error_response(False, 404, "not_found", f"the router does not serve {request.path}")
-        raw = await request.read()
+            return error_response(conn, False, 404, "not_found", f"the router does not serve {request.path}")
+        if request.method == "HEAD":
+            return error_response(conn, inbound.azure, 405, "MethodNotAllowed", "HEAD is not proxied")
+        raw = request.body
         body: Any = None
         if raw:
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                return error_response(inbound.azure, 400, "BadRequest", "the request body is not valid JSON")
+                return error_response(
+                    conn, inbound.azure, 400, "BadRequest", "the request body is not valid JSON"
+                )
         try:
             req = classify(inbound, request.method, body)
         except BadRequest as exc:
-            return error_response(inbound.azure, 400, "BadRequest", str(exc))
+            return error_response(conn, inbound.azure, 400, "BadRequest", str(exc))
         headers = request.headers
         crid = headers.get(_AZURE_CRID) or headers.get(_OPENAI_CRID)
         if req.state_key is not None:
-            return await self._chained(request, inbound, req, raw, body, crid)
-        return await self._routed(request, inbound, req, raw, body, crid)
+            return await self._chained(request, conn, inbound, req, body, crid)
+        return await self._routed(request, conn, inbound, req, body, crid)
 
     # ------------------------------------------------------------------ decisions
 
@@ -214,12 +187,22 @@ class Proxy:
         }
 
     async def _routed(
-        self, request: web.Request, inbound: Inbound, req: Classified, raw: bytes, body: Any, crid: str | None
-    ) -> web.StreamResponse:
+        self,
+        request: Request,
+        conn: Connection,
+        inbound: Inbound,
+        req: Classified,
+        body: Any,
+        crid: str | None,
+    ) -> None:
         candidates = self.table.serving(req.model)
         if not candidates:
             return error_response(
-                inbound.azure, 404, "DeploymentNotFound", f"no backend of this router serves {req.model!r}"
+                conn,
+                inbound.azure,
+                404,
+                "DeploymentNotFound",
+                f"no backend of this router serves {req.model!r}",
             )
         headers = request.headers
         tenant = headers.get(TENANT_HEADER, "default")
@@ -235,6 +218,7 @@ class Proxy:
         if not split.allowed:
             self.counts["denied"] += 1
             return error_response(
+                conn,
                 inbound.azure,
                 403,
                 "RoutingPolicyDenied",
@@ -285,11 +269,17 @@ class Proxy:
                     extra = {"claimed_cloud": "azure", "claimed_region": spoof}
                 injector.log("applied", switch, **self._where(target, False), **extra, **fields)
             acted = switch
-        return await self._forward(request, inbound, req, raw, body, crid, targets, split, spoof, shadow)
+        await self._forward(request, conn, inbound, req, body, crid, targets, split, spoof, shadow)
 
     async def _chained(
-        self, request: web.Request, inbound: Inbound, req: Classified, raw: bytes, body: Any, crid: str | None
-    ) -> web.StreamResponse:
+        self,
+        request: Request,
+        conn: Connection,
+        inbound: Inbound,
+        req: Classified,
+        body: Any,
+        crid: str | None,
+    ) -> None:
         key = req.state_key
         assert key is not None
         name = self.affinity.holder(key)
@@ -297,12 +287,14 @@ class Proxy:
         if holder is None:
             if key[0] == "response" and req.model is not None:  # a chained create, as the service says it
                 return error_response(
+                    conn,
                     False,
                     400,
                     "previous_response_not_found",
                     f"Previous response with id '{key[1]}' not found (no backend of this router holds it).",
                 )
             return error_response(
+                conn,
                 False,
                 404,
                 f"{key[0]}_not_found",
@@ -327,97 +319,125 @@ class Proxy:
                     **self._where(target, bool(split.allowed)),
                     **fields,
                 )
-        return await self._forward(request, inbound, req, raw, body, crid, [target], None, None, None)
+        await self._forward(request, conn, inbound, req, body, crid, [target], None, None, None)
 
     # ------------------------------------------------------------------ forwarding
 
     def _upstream(
-        self,
-        backend: Backend,
-        inbound: Inbound,
-        request: web.Request,
-        raw: bytes,
-        body: Any,
-        model: str | None,
-    ) -> tuple[str, bytes | None, dict[str, str]]:
-        """The URL, body and headers of the request to ``backend``."""
+        self, backend: Backend, inbound: Inbound, request: Request, body: Any, model: str | None
+    ) -> tuple[bytes, bytes]:
+        """The head and body of the request to ``backend``."""
         op = inbound.op
         query = request.query_string
-        data: bytes | None = raw or None
+        data = request.body
         if backend.azure:
             if inbound.azure:
-                path = request.raw_path
+                target = request.target
             elif op in DEPLOYMENT_OPS and model is not None:
-                path = f"/openai/deployments/{model}/{op}?api-version={self.api_version}"
+                target = f"/openai/deployments/{quote(model, _SAFE_PATH)}/{quote(op, _SAFE_PATH)}"
+                target += f"?api-version={self.api_version}"
             else:
-                path = f"/openai/v1/{op}" + (f"?{query}" if query else "")
+                target = f"/openai/v1/{quote(op, _SAFE_PATH)}" + (f"?{query}" if query else "")
         else:
             if inbound.form == "openai_v1":
-                path = request.raw_path
+                target = request.target
             else:
                 kept = "&".join(p for p in query.split("&") if p and not p.startswith("api-version="))
-                path = f"/v1/{op}" + (f"?{kept}" if kept else "")
+                target = f"/v1/{quote(op, _SAFE_PATH)}" + (f"?{kept}" if kept else "")
             if inbound.deployment is not None and isinstance(body, dict) and body.get("model") != model:
                 data = orjson.dumps({**body, "model": model})
-        headers: dict[str, str] = {}
         incoming = request.headers
-        for name in _FORWARDED:
-            value = incoming.get(name)
-            if value is not None:
-                headers[name] = value
-        if not backend.azure and "Authorization" not in headers and "api-key" in headers:
-            headers["Authorization"] = "Bearer " + headers.pop("api-key")
-        return backend.base_url + path, data, headers
+        lines: list[str] = []
+        api_key: str | None = None
+        bearer = False
+        for name, key in _FORWARDED:
+            value = incoming.get(key)
+            if value is None:
+                continue
+            if key == "api-key" and not backend.azure:
+                api_key = value  # becomes Authorization unless the client sent one
+                continue
+            bearer = bearer or key == "authorization"
+            lines.append(f"{name}: {value}\r\n")
+        if api_key is not None:
+            lines.append(f"api-key: {api_key}\r\n" if bearer else f"Authorization: Bearer {api_key}\r\n")
+        headers = "".join(lines).encode("latin-1")
+        return self.upstreams[backend.index].head(request.method, target, headers, len(data)), data
 
     async def _forward(
         self,
-        request: web.Request,
+        request: Request,
+        conn: Connection,
         inbound: Inbound,
         req: Classified,
-        raw: bytes,
         body: Any,
         crid: str | None,
         targets: Sequence[Backend],
         split: Allowed | None,
         spoof_region: str | None,
         shadow_backend: Backend | None,
-    ) -> web.StreamResponse:
-        shadow: asyncio.Task[None] | None = None
+    ) -> None:
+        shadow: asyncio.Future[None] | None = None
         if shadow_backend is not None:
-            url, data, headers = self._upstream(shadow_backend, inbound, request, raw, body, req.model)
-            shadow = asyncio.ensure_future(self._shadow(shadow_backend, request.method, url, data, headers))
-        in_flight = self.balancer.in_flight
+            head, data = self._upstream(shadow_backend, inbound, request, body, req.model)
+            shadow = asyncio.ensure_future(self._shadow(shadow_backend, head, data))
+        balancer = self.balancer
+        in_flight = balancer.in_flight
+        affinity = self.affinity if req.keeps_state else None
         last = len(targets) - 1
-        try:
-            for i, backend in enumerate(targets):
-                url, data, headers = self._upstream(backend, inbound, request, raw, body, req.model)
-                in_flight[backend.index] += 1
-                try:
-                    try:
-                        upstream = await self.session.request(request.method, url, data=data, headers=headers)
-                    except (aiohttp.ClientError, TimeoutError) as exc:
-                        self.balancer.eject(backend, time.monotonic() + EJECT_S)
-                        if i < last:
-                            self._failover(req, crid, split, backend, targets[i + 1], 0)
-                            continue
-                        return error_response(
-                            inbound.azure, 502, "BadGateway", f"backend {backend.name} failed: {exc!r}"
-                        )
-                    try:
-                        if upstream.status >= _RETRYABLE_MIN:
-                            self.balancer.eject(backend, time.monotonic() + EJECT_S)
-                        if i < last and _retryable(upstream.status):
-                            self._failover(req, crid, split, backend, targets[i + 1], upstream.status)
-                            continue
-                        return await self._relay(request, upstream, backend, req, spoof_region, shadow, i + 1)
-                    finally:
-                        upstream.release()
-                finally:
-                    in_flight[backend.index] -= 1
-            raise AssertionError("unreachable: the last target always returns")
-        finally:
-            if shadow is not None and not shadow.done():
-                await shadow
+        for i, backend in enumerate(targets):
+            head, data = self._upstream(backend, inbound, request, body, req.model)
+            relay = Relay(
+                conn,
+                backend.name,
+                i + 1,
+                fail_over=i < last,
+                spoof=spoof_region,
+                crid=crid,
+                affinity=affinity,
+            )
+            in_flight[backend.index] += 1
+            try:
+                await self.upstreams[backend.index].request(head, data, relay)
+            except TransportError as exc:
+                if relay.streaming or (relay.status and not relay.discard):
+                    # the backend cut the answer it was giving (a stream already going out to
+                    # the client, or a body being collected): cut the client's the same way
+                    if shadow is not None:
+                        await asyncio.shield(shadow)
+                    conn.abort()
+                    return
+                balancer.eject(backend, time.monotonic() + EJECT_S)
+                if i < last:
+                    self._failover(req, crid, split, backend, targets[i + 1], relay.status)
+                    continue
+                return error_response(
+                    conn, inbound.azure, 502, "BadGateway", f"backend {backend.name} failed: {exc!r}"
+                )
+            finally:
+                in_flight[backend.index] -= 1
+            status = relay.status
+            if status >= 500:
+                balancer.eject(backend, time.monotonic() + EJECT_S)
+            if relay.discard:
+                self._failover(req, crid, split, backend, targets[i + 1], status)
+                continue
+            if relay.streaming:
+                if shadow is not None:
+                    await asyncio.shield(shadow)  # the duplicate is in the ledger before the end
+                conn.end_stream()
+                return
+            payload = b"".join(relay.chunks)
+            if status == 200:
+                if req.keeps_state:
+                    self.affinity.learn_body(payload, backend.name)
+                if req.deletes_state and req.state_key is not None:
+                    self.affinity.forget(req.state_key)
+            if shadow is not None:
+                await asyncio.shield(shadow)
+            conn.respond(status, relay.head, payload)
+            return
+        raise AssertionError("unreachable: the last target always answers")
 
     def _failover(
         self,
@@ -438,84 +458,12 @@ class Proxy:
             **self._log_fields(req, crid, split),
         )
 
-    async def _shadow(
-        self, backend: Backend, method: str, url: str, data: bytes | None, headers: dict[str, str]
-    ) -> None:
+    async def _shadow(self, backend: Backend, head: bytes, data: bytes) -> None:
         """The duplicate's second request: sent, read to the end, dropped."""
         self.balancer.in_flight[backend.index] += 1
         try:
-            async with self.session.request(method, url, data=data, headers=headers) as resp:
-                async for _ in resp.content.iter_any():
-                    pass
-        except (aiohttp.ClientError, TimeoutError):
+            await self.upstreams[backend.index].request(head, data, None)
+        except TransportError:
             pass
         finally:
             self.balancer.in_flight[backend.index] -= 1
-
-    def _reply_headers(
-        self, upstream: aiohttp.ClientResponse, backend: Backend, spoof: str | None
-    ) -> CIMultiDict[str]:
-        drop = _HOP_BY_HOP | _VENDOR if spoof is not None else _HOP_BY_HOP
-        out: CIMultiDict[str] = CIMultiDict(
-            (k, v) for k, v in upstream.headers.items() if k.lower() not in drop
-        )
-        if spoof is not None:
-            crid = upstream.request_info.headers.get(_AZURE_CRID) or upstream.request_info.headers.get(
-                _OPENAI_CRID
-            )
-            out.extend(vendor_headers("azure", spoof, crid))
-            out.extend(mock_headers("azure", spoof))
-        out[ROUTER_BACKEND_HEADER] = backend.name
-        return out
-
-    async def _relay(
-        self,
-        request: web.Request,
-        upstream: aiohttp.ClientResponse,
-        backend: Backend,
-        req: Classified,
-        spoof: str | None,
-        shadow: asyncio.Task[None] | None,
-        attempts: int,
-    ) -> web.StreamResponse:
-        headers = self._reply_headers(upstream, backend, spoof)
-        headers[ROUTER_ATTEMPTS_HEADER] = str(attempts)
-        ok = upstream.status == 200
-        if upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
-            resp = web.StreamResponse(status=upstream.status, headers=headers)
-            await resp.prepare(request)
-            sniffer = CreatedSniffer() if ok and req.keeps_state else None
-            write = resp.write
-            readany = upstream.content.readany  # what iter_any() calls, without its wrapper
-            try:
-                if sniffer is not None:
-                    while not sniffer.done and (chunk := await readany()):
-                        rid = sniffer.feed(chunk)
-                        if rid is not None:
-                            self.affinity.learn(rid, backend.name)
-                        await write(chunk)
-                while chunk := await readany():
-                    await write(chunk)
-                if shadow is not None:
-                    await shadow  # the duplicate is in the ledger before the client sees the end
-                await resp.write_eof()
-            except ConnectionResetError:
-                pass  # the client went away
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
-                abort_client(request)  # the backend cut the stream: so do we
-            return resp
-        try:
-            payload = await upstream.read()
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
-            if shadow is not None:
-                await shadow
-            abort_client(request)
-            return web.Response(status=upstream.status)  # never written: the connection is gone
-        if ok:
-            if req.keeps_state:
-                self.affinity.learn_body(payload, backend.name)
-            if req.deletes_state and req.state_key is not None:
-                self.affinity.forget(req.state_key)
-        if shadow is not None:
-            await shadow
-        return web.Response(status=upstream.status, body=payload, headers=headers)
