@@ -51,7 +51,7 @@ import functools
 import itertools
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final, Literal
 
 import orjson
@@ -60,6 +60,7 @@ from aiohttp import hdrs, web
 from harness.mocks.auth_verify import verifier_for
 from harness.mocks.call import Call
 from harness.mocks.emitter import CLOSED, emitter_for
+from harness.mocks.front import FAST_ROUTES, Matcher, reply, stream_response
 from harness.mocks.runtime import (
     NO_FAULTS,
     Admission,
@@ -381,7 +382,8 @@ class _Cut(Exception):
     """A disconnect fault: stop writing and abort the connection."""
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[Any], Coroutine[Any, Any, web.StreamResponse]]
+"""A route handler: takes a ``web.Request`` or the fast front's ``LightRequest``."""
 
 
 class _Endpoint:
@@ -606,9 +608,7 @@ class _Endpoint:
                 call.status = 200
                 call.bytes_out = len(out)
                 call.tokens_out = n_out
-                return web.Response(
-                    body=out, headers=response_headers(self._runtime, JSON_CT, call.crid, model)
-                )
+                return reply(request, out, response_headers(self._runtime, JSON_CT, call.crid, model))
             return await self._reply(request, call, out, due, n_out, plan)
         finally:
             admission.release()
@@ -662,12 +662,12 @@ class _Endpoint:
         if plan.disconnect_after_chunks is None and plan.malformed_at_chunk is None:
             call.bytes_out = len(out)
             call.tokens_out = n_out
-            return web.Response(body=out, headers=headers)
+            return reply(request, out, headers)
         half = out[: len(out) // 2]
         call.bytes_out = len(half)
         if plan.disconnect_after_chunks is None:  # malformed: a complete response, invalid JSON
             return web.Response(body=half, headers=headers)
-        resp = web.StreamResponse(headers=headers)
+        resp = stream_response(request, headers=headers)
         resp.content_length = len(out)
         try:
             await resp.prepare(request)
@@ -707,8 +707,8 @@ class _Endpoint:
             cut = min(cut, last)
         if bad is not None:
             bad = min(bad, last)
-        resp = web.StreamResponse(
-            status=200, headers=response_headers(self._runtime, SSE_CT, call.crid, call.deployment)
+        resp = stream_response(
+            request, status=200, headers=response_headers(self._runtime, SSE_CT, call.crid, call.deployment)
         )
         write = resp.write
         sent = 0
@@ -795,9 +795,42 @@ _OPS: Final = (
 )
 
 
+def _azure_matcher(endpoint: _Endpoint) -> Matcher:
+    """The fast front's view of the stateless Azure routes (``harness.mocks.front``)."""
+    by_op = {op: endpoint.route(api, deployment_in_path=True) for op, api in _OPS}
+    v1 = {f"/openai/v1/{op}": endpoint.route(api, deployment_in_path=False) for op, api in _OPS}
+    no_match: dict[str, str] = {}
+    prefix = "/openai/deployments/"
+
+    def match(path: str) -> tuple[Handler, dict[str, str]] | None:
+        handler = v1.get(path)
+        if handler is not None:
+            return handler, no_match
+        if path.startswith(prefix):
+            deployment, _, op = path[len(prefix) :].partition("/")
+            handler = by_op.get(op)
+            if handler is not None and deployment and "{" not in deployment and "}" not in deployment:
+                return handler, {"deployment": deployment}
+        return None
+
+    return match
+
+
+def _openai_matcher(endpoint: _Endpoint) -> Matcher:
+    """The fast front's view of the stateless OpenAI routes."""
+    routes = {f"/v1/{op}": endpoint.route(api, deployment_in_path=False) for op, api in _OPS}
+    no_match: dict[str, str] = {}
+
+    def match(path: str) -> tuple[Handler, dict[str, str]] | None:
+        handler = routes.get(path)
+        return None if handler is None else (handler, no_match)
+
+    return match
+
+
 def make_azure_app(runtime: EndpointRuntime) -> web.Application:
     """An aiohttp app serving one mock Azure OpenAI endpoint (classic deployment paths and the
-    v1 API), recording into its runtime's ledger."""
+    v1 API), recording into its runtime's ledger; the stateless routes also on the fast front."""
     from harness.mocks.openai_stateful import add_stateful_routes  # it may import this module
 
     endpoint = _Endpoint(runtime, "azure")
@@ -808,12 +841,13 @@ def make_azure_app(runtime: EndpointRuntime) -> web.Application:
         )
         app.router.add_post(f"/openai/v1/{op}", endpoint.route(api, deployment_in_path=False))
     add_stateful_routes(app, runtime, flavor="azure")
+    app[FAST_ROUTES] = _azure_matcher(endpoint)
     return app
 
 
 def make_openai_app(runtime: EndpointRuntime) -> web.Application:
     """An aiohttp app serving one mock OpenAI-direct endpoint (``/v1/...``, Bearer auth); its
-    deployments are model ids."""
+    deployments are model ids; the stateless routes also on the fast front."""
     from harness.mocks.openai_stateful import add_stateful_routes  # it may import this module
 
     endpoint = _Endpoint(runtime, "openai")
@@ -821,4 +855,5 @@ def make_openai_app(runtime: EndpointRuntime) -> web.Application:
     for op, api in _OPS:
         app.router.add_post(f"/v1/{op}", endpoint.route(api, deployment_in_path=False))
     add_stateful_routes(app, runtime, flavor="openai")
+    app[FAST_ROUTES] = _openai_matcher(endpoint)
     return app

@@ -60,6 +60,7 @@ from harness.childproc import child_env, stop_event, terminate
 from harness.errors import ExitCode, HarnessError, InfrastructureError
 from harness.mocks.azure_openai import make_azure_app
 from harness.mocks.emitter import emitter_for, merge_snapshots, with_percentiles
+from harness.mocks.front import FAST_ROUTES, FastFront, FrontServer
 from harness.mocks.ledger import Ledger, parquet_bytes_to_table, table_to_parquet_bytes
 from harness.mocks.runtime import EndpointRuntime
 from harness.profile import load_fleet
@@ -472,16 +473,41 @@ class _ArrivalStampingHandler(RequestHandler):
 
 
 class _ArrivalStampingServer(web.Server):
-    def __call__(self) -> RequestHandler:
+    """aiohttp's server whose connections start on the app's fast front (``harness.mocks.front``)
+    when it has one, and on ``_ArrivalStampingHandler`` otherwise (or once handed over)."""
+
+    front: FrontServer | None = None  # set by _MockRunner (the class is swapped in: no __init__)
+
+    def handler(self) -> RequestHandler:
         return _ArrivalStampingHandler(self, loop=self._loop, **self._kwargs)
+
+    def __call__(self) -> Any:
+        front = self.front
+        return self.handler() if front is None else FastFront(front)
+
+    def pre_shutdown(self) -> None:
+        super().pre_shutdown()
+        if self.front is not None:
+            self.front.pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (aiohttp's)
+        if self.front is None:
+            await super().shutdown(timeout)
+            return
+        await asyncio.gather(super().shutdown(timeout), self.front.shutdown(timeout))
 
 
 class _MockRunner(web.AppRunner):
-    """An ``AppRunner`` whose connections stamp their reads (``_ArrivalStampingHandler``)."""
+    """An ``AppRunner`` whose connections stamp their reads (``_ArrivalStampingHandler``) and
+    start on the app's fast front, if it declares one (``FAST_ROUTES``)."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        server.__class__ = _ArrivalStampingServer  # same object, one method more specific
+        server.__class__ = _ArrivalStampingServer  # same object, a few methods more specific
+        assert isinstance(server, _ArrivalStampingServer)
+        matcher = self.app.get(FAST_ROUTES)
+        if matcher is not None:
+            server.front = FrontServer(asyncio.get_running_loop(), matcher, server.handler)
         return server
 
 
