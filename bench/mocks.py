@@ -11,8 +11,11 @@ and clients to the other (the machine is shared and noisy: compare the ratios).
     /proc (psutil). Target: mock ≤ 1.5× bare. ``--before DIR`` adds the mock of another checkout
     (e.g. main before a change) to the same rounds.
 (b) harness core vs mock core: CPU per request of `harness run` (a generated profile, external
-    endpoint = the mock, non-stream, constant rate) and of the mock, over the same steady window.
-    Target: one mock core serves ≥ 2× what one harness core drives.
+    endpoint = the mock, non-stream, zero latency) and of the mock over the same steady window,
+    at three operating points: the harness flat out (closed loop, ``--users``, no think time:
+    its core saturated, "what one harness core drives"; the verdict), open loop at ``--open-rps``
+    (default 10,000: its ceiling with sub-ms schedule lag) and paced at ``--rate``. Target: one
+    mock core serves ≥ 2× what one harness core drives.
 (c) Emission accuracy of concurrent streams at a fixed inter-token time (ITL, default 20 ms) for
     several stream counts (default 500, 800 and the 2,000 target). c0: sleeping only, no I/O,
     ``DueScheduler`` vs ``asyncio.sleep`` (CPU per wake-up). c1: the real Azure mock (its stream
@@ -663,7 +666,9 @@ def _harness_vs_mock(
     return n / (t1 - t0), (h1 - h0) / n * 1e6, (m1 - m0) / n * 1e6, (h1 - h0) / (t1 - t0)
 
 
-def part_b(tmp: Path, server_cpu: int, client_cpu: int, duration: float, rate: int, users: int) -> None:
+def part_b(
+    tmp: Path, server_cpu: int, client_cpu: int, duration: float, rate: int, users: int, open_rps: int
+) -> None:
     """Twice: the harness at full speed (closed loop, ``users``, no think time: its core saturated,
     the definition of "what one harness core drives"; the verdict) and paced at ``rate`` (where
     neither batches much: both pay a loop turn and a syscall round per request)."""
@@ -677,6 +682,7 @@ def part_b(tmp: Path, server_cpu: int, client_cpu: int, duration: float, rate: i
     )
     runs = (
         ("full", f"closed loop, {users} users", f'{{ process = "closed", users = {users} }}'),
+        ("open", f"constant {open_rps} rps", f'{{ process = "constant", rate_rps = {open_rps} }}'),
         ("paced", f"constant {rate} rps", f'{{ process = "constant", rate_rps = {rate} }}'),
     )
     ratios: dict[str, float] = {}
@@ -1057,6 +1063,9 @@ def main() -> int:
         "--users", type=int, default=64, help="(b) the full-speed harness run's closed-loop users"
     )
     parser.add_argument(
+        "--open-rps", type=int, default=10000, help="(b) the open-loop harness run's arrival rate"
+    )
+    parser.add_argument(
         "--paced-rps", type=float, default=2000, help="(a) also the same paced load for each server; 0: off"
     )
     parser.add_argument("--streams", default="500,800,2000", help="stream counts for (c)")
@@ -1110,7 +1119,9 @@ def main() -> int:
         if "a" in only:
             part_a(tmp, server_cpu, client_cpu, args.duration_s, args.rounds, args.before, args.paced_rps)
         if "b" in only:
-            part_b(tmp, server_cpu, client_cpu, max(args.duration_s, 10.0), args.rate, args.users)
+            part_b(
+                tmp, server_cpu, client_cpu, max(args.duration_s, 3.0), args.rate, args.users, args.open_rps
+            )
         if "c" in only or "c1" in only:
             sweep = [int(n) for n in args.streams.split(",")]
             part_c(

@@ -59,7 +59,10 @@ CASES = [
     ),
     (
         "mocks",
-        ["--duration-s", "3", "--rounds", "1", "--streams", "20", "--paced-rps", "200", "--rate", "200"],
+        [
+            *("--duration-s", "3", "--rounds", "1", "--streams", "20", "--paced-rps", "200"),
+            *("--rate", "200", "--open-rps", "400", "--users", "4"),
+        ],
         "target (c):",
     ),
 ]
