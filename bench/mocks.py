@@ -1105,6 +1105,11 @@ def main() -> int:
         help="(c) also run the bench's own SSE servers (sleep_until vs asyncio.sleep, server-side timing)",
     )
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if only & {"c", "c1"} and args.duration_s <= 1.5:
+        parser.error(
+            "--duration-s must be over 1.5 for (c): its window opens 1 s after the last stream starts"
+        )
     cpus = sorted(os.sched_getaffinity(0))
     server_cpus = {int(c) for c in args.server_cpus.split(",")} if args.server_cpus else {cpus[0]}
     client_cpu = args.client_cpu if args.client_cpu is not None else cpus[-1]
@@ -1113,7 +1118,6 @@ def main() -> int:
         f"servers on cpu {','.join(map(str, sorted(server_cpus)))}, clients on cpu {client_cpu}; "
         f"load average {os.getloadavg()[0]:.2f}"
     )
-    only = set(args.only.split(","))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if "a" in only:

@@ -273,6 +273,9 @@ def main() -> int:
         "--target", choices=("raw", "aiohttp"), default="raw", help="raw_target.py or minimal_target.py"
     )
     parser.add_argument("--only", choices=("engine", "run"))
+    parser.add_argument(
+        "--ceiling-s", type=float, default=5.0, help="how long the stock aiohttp ceiling run lasts"
+    )
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     target_cpu, harness_cpu = (cpus[0], cpus[1]) if len(cpus) > 1 else (cpus[0], cpus[0])
@@ -290,7 +293,7 @@ def main() -> int:
             bench_engine(args, url, harness_cpu)
         if args.only != "engine":
             raw = subprocess.run(
-                [sys.executable, "-c", RAW_CLIENT, url, "5"],
+                [sys.executable, "-c", RAW_CLIENT, url, f"{args.ceiling_s:g}"],
                 capture_output=True,
                 text=True,
                 preexec_fn=pinned(harness_cpu),

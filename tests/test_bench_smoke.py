@@ -37,7 +37,7 @@ CASES = [
         ["--rates", "20", "--duration-s", "1", "--tokens", "5", "--ttft-ms", "5", "--itl-ms", "5"],
         "|ITL err| p50",
     ),
-    ("open_loop", ["--rates", "200", "--duration-s", "1"], "## 2. harness run"),
+    ("open_loop", ["--rates", "200", "--duration-s", "1", "--ceiling-s", "1"], "## 2. harness run"),
     (
         "router",
         ["--duration-s", "1", "--repeat", "1", "--warmup-s", "0.2", "--tokens", "4"],
@@ -68,6 +68,10 @@ CASES = [
 ]
 
 
+REFUSES_ON_A_BUSY_MACHINE = {"router"}
+"""Benches that exit 2 with an ``INVALID:`` line when the machine is too loaded to judge."""
+
+
 @pytest.mark.parametrize(("bench", "args", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_bench_runs(bench: str, args: list[str], expected: str) -> None:
     done = subprocess.run(
@@ -80,8 +84,13 @@ def test_bench_runs(bench: str, args: list[str], expected: str) -> None:
     )
     tail = "\n".join(done.stderr.strip().splitlines()[-15:])
     assert "Traceback" not in done.stderr, f"bench/{bench}.py crashed:\n{tail}"
-    assert done.returncode in (0, 1), f"bench/{bench}.py exited {done.returncode}:\n{tail}"
     printed = done.stdout[-2000:]
+    if done.returncode == 2 and bench in REFUSES_ON_A_BUSY_MACHINE:
+        # It judged the machine too busy to measure (the suite's other worker shares the cores):
+        # a refusal with its reason is the bench working, not a crash.
+        assert "INVALID:" in done.stdout, f"bench/{bench}.py exited 2 without saying why:\n{printed}\n{tail}"
+        return
+    assert done.returncode in (0, 1), f"bench/{bench}.py exited {done.returncode}:\n{tail}"
     assert expected in done.stdout, f"bench/{bench}.py did not print {expected!r}:\n{printed}\n{tail}"
 
 

@@ -26,8 +26,9 @@ import ctypes.util
 import heapq
 import os
 import time
-import weakref
 from typing import Any, Final
+
+from harness.per_loop import PerLoop
 
 _CLOCK_MONOTONIC: Final = 1
 _TFD_NONBLOCK: Final = 0o4000
@@ -251,12 +252,5 @@ class PreciseCalls:
             self._tfd.close(loop_alive=False)
 
 
-_CALLS: weakref.WeakKeyDictionary[Any, PreciseCalls] = weakref.WeakKeyDictionary()
-
-
-def precise_calls_for(loop: asyncio.AbstractEventLoop) -> PreciseCalls:
-    """The :class:`PreciseCalls` shared by everything scheduling on ``loop`` (made on first use)."""
-    calls = _CALLS.get(loop)
-    if calls is None:
-        calls = _CALLS[loop] = PreciseCalls(loop)
-    return calls
+precise_calls_for: Final[PerLoop[PreciseCalls]] = PerLoop(PreciseCalls)
+"""The :class:`PreciseCalls` shared by everything scheduling on a loop (made on first use)."""

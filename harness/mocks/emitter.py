@@ -47,11 +47,11 @@ from __future__ import annotations
 import _socket
 import asyncio
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from harness.engine.timer import precise_calls_for
+from harness.per_loop import PerLoop
 
 __all__ = [
     "BACKLOG",
@@ -511,12 +511,5 @@ class TokenEmitter:
         return sum(len(s) for s in self._slots.values())
 
 
-_EMITTERS: weakref.WeakKeyDictionary[Any, TokenEmitter] = weakref.WeakKeyDictionary()
-
-
-def emitter_for(loop: asyncio.AbstractEventLoop) -> TokenEmitter:
-    """The ``TokenEmitter`` shared by every stream running in ``loop`` (created on first use)."""
-    emitter = _EMITTERS.get(loop)
-    if emitter is None:
-        emitter = _EMITTERS[loop] = TokenEmitter(loop)
-    return emitter
+emitter_for: Final[PerLoop[TokenEmitter]] = PerLoop(TokenEmitter)
+"""The ``TokenEmitter`` shared by every stream running in a loop (created on first use)."""

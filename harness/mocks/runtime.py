@@ -47,7 +47,6 @@ import math
 import os
 import random
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -57,6 +56,7 @@ from aiohttp import web
 from harness.engine.timer import precise_calls_for
 from harness.mocks.latency import LatencyModel
 from harness.mocks.ledger import Ledger
+from harness.per_loop import PerLoop
 from harness.profile.models import Faults, FleetEndpoint
 from harness.protocols.fingerprint import VendorHeaders, mock_headers
 from harness.protocols.openai_flavor import go_duration  # OpenAI's x-ratelimit-reset-* format
@@ -312,15 +312,8 @@ class DueScheduler:
         return sum(len(b) for b in self._buckets.values())
 
 
-_SCHEDULERS: weakref.WeakKeyDictionary[Any, DueScheduler] = weakref.WeakKeyDictionary()
-
-
-def scheduler_for(loop: asyncio.AbstractEventLoop) -> DueScheduler:
-    """The ``DueScheduler`` shared by everything running in ``loop`` (created on first use)."""
-    sched = _SCHEDULERS.get(loop)
-    if sched is None:
-        sched = _SCHEDULERS[loop] = DueScheduler(loop)
-    return sched
+scheduler_for: Final[PerLoop[DueScheduler]] = PerLoop(DueScheduler)
+"""The ``DueScheduler`` shared by everything running in a loop (created on first use)."""
 
 
 # --------------------------------------------------------------------------- the runtime
