@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from harness.clock import RunEpoch
-from harness.engine.dispatch import Dispatcher
+from harness.engine.dispatch import YOUNG_GC_EVERY, Dispatcher
 from harness.engine.targets import ResolvedEndpoint, prepare_routes
 from harness.profile.models import Profile
 from harness.protocols import azure_openai as wire
@@ -378,9 +378,11 @@ async def test_scenario_in_flight_cap_is_its_own() -> None:
 
 
 async def test_the_plan_is_out_of_the_collectors_walks_during_dispatch_only() -> None:
-    """gc.freeze while dispatching (the plan is not walked by full collections), thawed after,
-    also when the run ends in an error."""
+    """gc.freeze and rarer young collections while dispatching (the plan is not walked by full
+    collections, in-flight state not every 700 allocations), both undone after."""
     seen: list[int] = []
+    thresholds: list[tuple[int, int, int]] = []
+    before = gc.get_threshold()
 
     async def handler(request: web.Request) -> web.StreamResponse:
         return web.json_response({"choices": [], "id": "x", "object": "chat.completion"})
@@ -394,6 +396,7 @@ async def test_the_plan_is_out_of_the_collectors_walks_during_dispatch_only() ->
 
         def sink(record: Record) -> None:
             seen.append(gc.get_freeze_count())
+            thresholds.append(gc.get_threshold())
 
         dispatcher = Dispatcher(prepare_routes(prof, endpoints), prof.client, epoch, sink)
         assert gc.get_freeze_count() == 0
@@ -402,3 +405,5 @@ async def test_the_plan_is_out_of_the_collectors_walks_during_dispatch_only() ->
         await runner.cleanup()
     assert len(seen) == 10 and min(seen) > 10_000  # the modules loaded, at least
     assert gc.get_freeze_count() == 0
+    assert set(thresholds) == {(YOUNG_GC_EVERY, before[1], before[2])}
+    assert gc.get_threshold() == before

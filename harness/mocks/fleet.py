@@ -100,6 +100,14 @@ WORKER_STOP_GRACE_S: Final = 5.0
 ADMIN_FANOUT_TIMEOUT_S: Final = 60.0
 FULL_GC_EVERY: Final = 100
 """Generation-1 collections per full collection in a serving process (CPython's default: 10)."""
+YOUNG_GC_EVERY: Final = 50_000
+"""Net container allocations per young collection in a serving process (CPython's default: 700).
+Each young collection walks every young object still alive, i.e. the state of the requests and
+streams in flight: with a few hundred open streams that is a pause every few ms, and together
+with the generation-1 collections it made the TTFT and inter-token p99s 2–2.6 ms at 400 new
+streams/s; at 50,000 they are 0.7–0.9 ms (bench/fidelity.py, docs/benchmarks.md). Objects die
+young by reference counting, so what a collection finds grows with the work in flight, not
+with this threshold; cyclic garbage waits longer for its memory."""
 _PROJECT_ROOT: Final = str(Path(__file__).resolve().parents[2])
 
 
@@ -635,7 +643,7 @@ async def _serve(
     # per-stream objects (20-70 ms here: every stream late by that much, then a backlog to work
     # off). One in ``FULL_GC_EVERY`` instead: a ramp to 2,000 streams no longer triggers one;
     # cyclic garbage that outlived two young collections waits longer for its memory back.
-    gc.set_threshold(gc.get_threshold()[0], gc.get_threshold()[1], FULL_GC_EVERY)
+    gc.set_threshold(YOUNG_GC_EVERY, gc.get_threshold()[1], FULL_GC_EVERY)
     try:
         _print_lines(running.endpoints)
         await stop.wait()
