@@ -27,16 +27,18 @@ and clients to the other (the machine is shared and noisy: compare the ratios).
     which; ``--compare-clients`` reads every round with both and prints their difference, the C
     client's check): ITL error = |(t_i − t_(i−1)) − ITL| per token after a stream's first;
     target p99 ≤ 2 ms. Also the server's CPU per token delivered and the share of due tokens
-    delivered. Server-side (``s`` columns): the mock's own write times, from its admin API
-    (``GET /admin/emission``: |ITL error| of the chunks its emitter wheel wrote, counted afresh
-    at the window's start). ``--mock-procs N --server-cpus 0,1,..`` adds the same fleet served by
-    N processes (``--procs N``, SO_REUSEPORT), labelled as such; ``--before DIR`` the mock of
-    another checkout; ``--recording-off`` the mock with its timing recording switched off (what
-    the recording costs); ``--reference-servers`` the bench's own SSE servers (``sleep_until`` vs
-    ``asyncio.sleep``, also timed server-side). Client-side numbers are only meaningful while the
-    clients' core is not saturated (cliCPU column: the clients' CPU in the window, flagged); the
-    target line judges 2,000 streams server-side when it is, client-side otherwise (and says
-    which), and with ``--mock-procs N`` a second line judges the N-process fleet.
+    delivered. Client-side ``k`` columns (the C client only): the same gaps from the kernel's receive
+    timestamps (``SO_TIMESTAMPNS``: when a chunk reached the client's socket, not when the client got
+    round to reading it). Server-side (``s`` columns): the mock's own write times, from its admin API
+    (``GET /admin/emission``: |ITL error| of the chunks its emitter wheel wrote, counted afresh at the
+    window's start). ``--mock-procs N --server-cpus 0,1,..`` adds the same fleet served by N processes
+    (``--procs N``, SO_REUSEPORT), labelled as such; ``--before DIR`` the mock of another checkout;
+    ``--recording-off`` the mock with its timing recording switched off (what the recording costs);
+    ``--reference-servers`` the bench's own SSE servers (``sleep_until`` vs ``asyncio.sleep``, also
+    timed server-side). Client-side numbers are only meaningful while the clients' core is not saturated
+    (cliCPU column: the clients' CPU in the window, flagged); the target line judges 2,000 streams
+    server-side when it is, client-side otherwise (the kernel arrival times when the C client has them;
+    it says which), and with ``--mock-procs N`` a second line judges the N-process fleet.
 
     .venv/bin/python bench/mocks.py [--duration-s 8] [--streams 500,800,2000] [--itl-ms 20]
         [--only a,b,c|c1] [--paced-rps 2000] [--before DIR] [--mock-procs N --server-cpus 0,1]
@@ -814,7 +816,15 @@ def _sse_round(
         line += f" {'—':>6} {'—':>6} {'—':>7}"
     c_pct = (_hist_pct(client_hist, 0.5), _hist_pct(client_hist, 0.99), _hist_pct(client_hist, 0.999))
     client = "C" if c_client is not None else f"py×{clients}"
-    line += f" {c_pct[0]:>6.2f} {c_pct[1]:>6.2f} {c_pct[2]:>7.2f}  {client_busy * 100:>5.0f}% {client:>4}"
+    line += f" {c_pct[0]:>6.2f} {c_pct[1]:>6.2f} {c_pct[2]:>7.2f}"
+    k_pct: tuple[float, float, float] | None = None
+    if all(r.get("khist") for r in results):  # the C client's kernel receive timestamps
+        k_hist = _merge([r["khist"] for r in results])
+        k_pct = (_hist_pct(k_hist, 0.5), _hist_pct(k_hist, 0.99), _hist_pct(k_hist, 0.999))
+        line += f" {k_pct[0]:>6.2f} {k_pct[1]:>6.2f}"
+    else:
+        line += f" {'—':>6} {'—':>6}"
+    line += f"  {client_busy * 100:>5.0f}% {client:>4}"
     if busy >= 0.9 * server_cores:
         line += "  (server saturated)"
     if client_busy >= 0.9:
@@ -838,6 +848,7 @@ def _sse_round(
         "client_busy": client_busy,
         "s": s_pct,
         "c": c_pct,
+        "k": k_pct,
         "emission": None if srv is None or "hist" in srv else srv,
     }
 
@@ -899,7 +910,8 @@ def part_c(
         )
     print(
         f"  {'server':<30} {'streams':>7} {'srvCPU':>6} {'µs/ev':>5} {'rate':>5} {'s p50':>6} {'s p99':>6} "
-        f"{'s p99.9':>7} {'c p50':>6} {'c p99':>6} {'c p99.9':>7}  {'cliCPU':>6} {'cli':>4}"
+        f"{'s p99.9':>7} {'c p50':>6} {'c p99':>6} {'c p99.9':>7} {'k p50':>6} {'k p99':>6}  "
+        f"{'cliCPU':>6} {'cli':>4}"
     )
     tokens = int((duration + 3.0) * 1000 / itl_ms)
     # (label, process, port, collect url or mock admin url, cores it may use)
@@ -989,7 +1001,10 @@ def _verdict_c(
 ) -> None:
     """Target (c): one mock process, 2,000 streams, |ITL error| p99 ≤ 2 ms with every due token
     delivered. Judged client-side unless the clients' core is saturated (then client-side numbers
-    show the clients): then server-side, from the mock's own write times. The C client's round is
+    show the clients): then server-side, from the mock's own write times. Client-side means the
+    kernel's receive timestamps when the C client has them (``k``: when each chunk reached the
+    client's socket, without the client's own wake-up and socket-by-socket reading order, which
+    at 100k chunks/s are the client's delays), its read times otherwise. The C client's round is
     judged when there are both. With ``--mock-procs N`` a second line judges the same numbers for
     the fleet served by N processes (not the target's one-process configuration, said so)."""
     judged = [(MOCK_LABEL, "on one mock process")]
@@ -1008,6 +1023,9 @@ def _verdict_c(
         if saturated and row["s"] is not None:
             busy = row["client_busy"] * 100
             side, p99 = f"server-side (clients saturated: {busy:.0f}% of their core)", row["s"][1]
+        elif row.get("k") is not None:
+            side = f"client-side, kernel arrival times ({client}; its read times: p99 {row['c'][1]:.2f} ms)"
+            p99 = row["k"][1]
         else:
             side, p99 = f"client-side ({client})", row["c"][1]
             if saturated:

@@ -18,8 +18,14 @@
  * arrive together are a whole ITL early); prev = now. "[DONE]" closes the connection (no new
  * stream is opened on it). Ends when every stream is closed, or at HI + 30 s; prints
  *
- *   {"hist": [...], "events": N, "reads": N, "started": N, "window_events": N,
- *    "cpu_s": S, "ramp_end": T}
+ *   {"hist": [...], "khist": [...], "events": N, "reads": N, "started": N,
+ *    "window_events": N, "cpu_s": S, "ramp_end": T}
+ *
+ * "khist" bins the same gaps measured by the kernel's receive timestamps instead (SO_TIMESTAMPNS,
+ * read with recvmsg: when the read's last segment reached the socket), which leaves out this
+ * process's own wake-up and the order in which it serves the sockets one epoll batch made ready:
+ * at 100k chunks/s those delays are the client's, not the server's. Empty if the kernel gave no
+ * timestamps.
  *
  * Loopback only.
  */
@@ -59,6 +65,7 @@ typedef struct {
     int done;           /* "[DONE]" seen */
     size_t need;        /* bytes left in the current HTTP chunk */
     double prev;        /* time of the last read with a content chunk, 0: none yet */
+    double kprev;       /* its kernel receive timestamp (CLOCK_REALTIME), 0: none */
     char *head;         /* response head while it is incomplete */
     size_t head_len;
     size_t tail_len;
@@ -242,6 +249,8 @@ int main(int argc, char **argv) {
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     long *hist = calloc((size_t)bins + 1, sizeof(long));
+    long *khist = calloc((size_t)bins + 1, sizeof(long));
+    long kstamped = 0;
     conn_t *conns = calloc((size_t)nstreams, sizeof(conn_t));
     int early_bin = (int)(itl_ms / bin_ms);
     if (early_bin > bins) early_bin = bins;
@@ -272,6 +281,7 @@ int main(int argc, char **argv) {
             if (fd < 0) { perror("socket"); return 3; }
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
             c->fd = fd;
             c->state = C_CONNECTING;
             c->phase = P_HEAD;
@@ -306,8 +316,20 @@ int main(int argc, char **argv) {
                 continue;
             }
             if (c->state != C_OPEN) continue;
-            ssize_t r = read(c->fd, buf, RBUF);
+            struct iovec iov = {.iov_base = buf, .iov_len = RBUF};
+            char control[CMSG_SPACE(sizeof(struct timespec))];
+            struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                                 .msg_controllen = sizeof(control)};
+            ssize_t r = recvmsg(c->fd, &msg, 0);
             double t = now_s();
+            double kt = 0.0;
+            for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); r > 0 && cm; cm = CMSG_NXTHDR(&msg, cm)) {
+                if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+                    struct timespec ts;
+                    memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+                    kt = ts.tv_sec + ts.tv_nsec / 1e9;
+                }
+            }
             if (r <= 0) {
                 if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
                 close(c->fd); c->state = C_CLOSED; live--; continue;
@@ -328,8 +350,16 @@ int main(int argc, char **argv) {
                     int b = (int)((err < 0 ? -err : err) * 1000.0 / bin_ms);
                     hist[b < bins ? b : bins]++;
                     if (k > 1) hist[early_bin] += k - 1;
+                    if (kt > 0.0 && c->kprev > 0.0) {
+                        double kerr = (kt - c->kprev) - itl_s;
+                        int kb = (int)((kerr < 0 ? -kerr : kerr) * 1000.0 / bin_ms);
+                        khist[kb < bins ? kb : bins]++;
+                        if (k > 1) khist[early_bin] += k - 1;
+                        kstamped++;
+                    }
                 }
                 c->prev = t;
+                c->kprev = kt;
             }
             if (c->done || c->phase == P_END) {
                 close(c->fd); c->state = C_CLOSED; live--;
@@ -344,6 +374,8 @@ int main(int argc, char **argv) {
     double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     printf("{\"hist\": [");
     for (int i = 0; i <= bins; i++) printf(i ? ", %ld" : "%ld", hist[i]);
+    printf("], \"khist\": [");
+    for (int i = 0; kstamped && i <= bins; i++) printf(i ? ", %ld" : "%ld", khist[i]);
     printf("], \"events\": %ld, \"reads\": %ld, \"started\": %ld, \"window_events\": %ld, "
            "\"cpu_s\": %.6f, \"ramp_end\": %.6f}\n",
            events, reads, started, window_events, cpu, ramp_end);

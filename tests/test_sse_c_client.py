@@ -89,6 +89,11 @@ async def test_it_counts_every_chunk_of_a_real_azure_mock(sse_client: Path, tmp_
     assert client_p50 <= 3.0
     assert abs(client_p50 - snap["percentiles_ms"]["itl_error"]["p50"]) <= 1.5
     assert result["cpu_s"] > 0 and result["ramp_end"] >= window[0]
+    # the kernel's receive timestamps (SO_TIMESTAMPNS) bin the same gaps, and agree with the mock's
+    # own write times at least as well as the read times do (they leave the client's delays out)
+    assert sum(result["khist"]) == sum(result["hist"])
+    kernel_p50 = _hist_pct(result["khist"], 0.5)
+    assert abs(kernel_p50 - snap["percentiles_ms"]["itl_error"]["p50"]) <= 1.5
 
 
 async def test_a_marker_cut_across_reads_and_http_chunks_counts_once(
