@@ -73,6 +73,9 @@ _HEADER_KINDS: Final = {
 """Response headers the head treats specially (lower case); every other name is kind 0."""
 _SERVER_LINE: Final = f"Server: {SERVER_SOFTWARE}\r\n"
 _CHUNKED: Final = "Transfer-Encoding: chunked\r\n"
+_MAX_HEADER_SETS: Final = 1024
+"""Distinct response header name tuples remembered by ``FrontServer.kinds_of``."""
+_first = itemgetter(0)
 
 
 class LightRequest:
@@ -439,17 +442,12 @@ class FastFront(asyncio.Protocol):
             resp.end()
             return
         if type(resp) is LightResponse:
-            body = resp.body
-            transport.write(
-                self.head(resp.status, resp.reason, resp.headers, f"Content-Length: {len(body)}\r\n") + body
-            )
-            return
-        raw = resp.body if isinstance(resp, web.Response) else None
-        body = raw if isinstance(raw, bytes) else b""
-        transport.write(
-            self.head(resp.status, resp.reason, resp.headers.items(), f"Content-Length: {len(body)}\r\n")
-            + body
-        )
+            headers, body = resp.headers, resp.body
+        else:  # a web.Response
+            raw = resp.body if isinstance(resp, web.Response) else None
+            headers, body = resp.headers.items(), raw if isinstance(raw, bytes) else b""
+        length = f"Content-Length: {len(body)}\r\n"
+        transport.write(self.head(resp.status, resp.reason, headers, length) + body)
 
     def _failed(self, request: LightRequest) -> None:
         log.exception("Error handling request %s", request.raw_path)
@@ -494,7 +492,6 @@ class FastFront(asyncio.Protocol):
         if not transport.is_reading():
             transport.resume_reading()
         if buf:
-            handler.arrived = self.arrived
             handler.data_received(bytes(buf))
 
     # ------------------------------------------------------------------ shutdown
@@ -540,7 +537,7 @@ class FrontServer:
         remembered per tuple (the mocks' own names: the cache stays small)."""
         kinds = {_HEADER_KINDS.get(name.lower(), 0) for name in names}
         found = (_DATE in kinds, _SERVER in kinds, _DROP in kinds)
-        if len(self.header_kinds) >= _MAX_SHAPES:
+        if len(self.header_kinds) >= _MAX_HEADER_SETS:
             self.header_kinds.clear()
         self.header_kinds[names] = found
         return found
@@ -600,9 +597,7 @@ def _resumed(coro: Any, first: Any) -> Generator[Any, Any, Any]:
                 return stop.value
 
 
-_first = itemgetter(0)
 _REFUSING_NAMES: Final = frozenset({"transfer-encoding", "expect", "upgrade"})
-_MAX_SHAPES: Final = 1024
 
 
 def _parse_head(head: bytes, matcher: Matcher) -> Any:
