@@ -557,3 +557,34 @@ def test_writer_thread_runs_in_the_idle_scheduling_class(tmp_path: Path) -> None
         assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller's thread is untouched
     finally:
         w.close()
+
+
+def test_long_token_lists_end_a_slice_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slice stops at SLICE_TOKENS token timestamps (stream records convert in short slices,
+    not 128 rows at once), and the file still holds every row, in order, in batch_rows groups."""
+    import harness.results.writer as writer_mod
+
+    sizes: list[tuple[int, int]] = []
+    convert = writer_mod._to_batch
+
+    def spy(rows: list[Any]) -> pa.RecordBatch:
+        batch = convert(rows)
+        tokens = batch.column(batch.schema.get_field_index("token_ns"))
+        sizes.append((len(rows), sum(len(t) for t in tokens.to_pylist() if t)))
+        return batch
+
+    monkeypatch.setattr(writer_mod, "_to_batch", spy)
+    path = tmp_path / REQUESTS
+    with RecordWriter(path, batch_rows=500) as w:
+        for i in range(1200):
+            record = synthetic(i)
+            if i % 2:
+                record.sent_ns = record.sent_ns or i * MS
+                record.token_ns = [i * MS + k for k in range(40)]
+            w.add(record)
+    per_row = writer_mod.SLICE_TOKENS // 20  # every other record carries 40 timestamps
+    assert max(n for n, _ in sizes) <= per_row + 1 < writer_mod.SLICE_ROWS
+    assert all(t < writer_mod.SLICE_TOKENS + 40 for _, t in sizes)
+    meta = pq.read_metadata(path)
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [500, 500, 200]
+    assert pq.read_table(path).column("index").to_pylist() == list(range(1200))
