@@ -259,3 +259,30 @@ def test_v2_record_files_still_read(tmp_path) -> None:  # type: ignore[no-untype
     assert len(df) == 1 and "connect_ns" not in df.columns
     summary = summarize(df, duration_s=1.0, planned_rate_rps=1.0, meta={})
     assert summary["counts"]["ok"] == 1
+
+
+async def test_closed_users_at_a_full_cap_wait_instead_of_spinning(transport: str) -> None:
+    """Closed-loop users with no think time that find the in-flight cap full (an open-loop
+    scenario holds it) record a drop and back off: the run ends on time, the event loop is not
+    starved, and the drops stay bounded (1 ms doubling to 100 ms per user, not one per spin)."""
+    runner, url, _ = await start_server(delay_s=0.2)
+    try:
+        prof = make_profile(
+            {"process": "constant", "rate_rps": 60}, 1.0, transport, connections=16, max_in_flight=8
+        )
+        data = prof.model_dump(by_alias=True)
+        users = {**data["scenarios"][0], "name": "users"}
+        users["arrival"] = {"process": "closed", "users": 4, "think_time_ms": 0, "ramp_up_s": 0.3}
+        data["scenarios"].append(users)
+        prof = Profile.model_validate(data)
+        started = time.monotonic()
+        records, dispatcher = await run(prof, url)
+        took = time.monotonic() - started
+    finally:
+        await runner.cleanup()
+    check_accounting(records, dispatcher)
+    dropped_users = sum(1 for r in records if r.scenario == "users" and r.outcome == "dropped")
+    assert dropped_users > 0
+    assert dropped_users < 4 * 1.0 / 0.001  # far fewer than one per millisecond per user
+    assert took < 5
+    assert (dispatcher.loop_lag.percentile_ms(99) or 0.0) < 100

@@ -38,6 +38,9 @@ from harness.protocols.retry import retry_after_s
 from harness.results.record import Record
 from harness.workload.closed import CLOSED_INDEX_BASE, ClosedLoop
 
+CLOSED_DROP_WAIT_S: Final = (0.001, 0.1)
+"""A closed-loop user that found the in-flight cap full waits at least this long before it tries
+again: 1 ms, doubling while the cap stays full, at most 100 ms (``Dispatcher._closed_user``)."""
 YOUNG_GC_EVERY: Final = 50_000
 """Net container allocations per young garbage collection during a run (CPython: 700); see
 ``Dispatcher.run``."""
@@ -429,7 +432,10 @@ class Dispatcher:
 
         ``intended_ns`` is when the user meant to send (its start, then previous done + think
         time), so schedule lag stays the dispatcher's own lateness. At the in-flight cap (other
-        scenarios filled it) the request is recorded as ``dropped`` and the user thinks again.
+        scenarios filled it) the request is recorded as ``dropped`` and the user thinks again,
+        for at least ``CLOSED_DROP_WAIT_S`` (doubling while it keeps finding the cap full):
+        with no think time it would otherwise retry without ever yielding, starving the loop
+        (the in-flight requests could not finish) and writing a dropped record per spin.
         """
         mono = time.monotonic_ns
         epoch_ns = self.epoch_ns
@@ -444,6 +450,8 @@ class Dispatcher:
         sleep = asyncio.sleep
         intended = loop.start_ns(user)
         end = loop.end_ns
+        wait_min_ns, wait_max_ns = (int(w * 1e9) for w in CLOSED_DROP_WAIT_S)
+        drop_wait_ns = 0
         while intended < end:
             delay = epoch_ns + intended - mono()
             if delay > 0:
@@ -456,14 +464,17 @@ class Dispatcher:
             now = mono()
             if counters.in_flight >= cap or scenario_in_flight[s_idx] >= scenario_cap:
                 self._drop(rec, "in_flight_cap")
-            else:
-                record_lag(max(0, now - epoch_ns - intended))
-                rec.sent_ns = now - epoch_ns
-                counters.sent += 1
-                counters.in_flight += 1
-                counters.max_in_flight_seen = max(counters.max_in_flight_seen, counters.in_flight)
-                scenario_in_flight[s_idx] += 1
-                await self._send(route, rec)
+                drop_wait_ns = min(max(2 * drop_wait_ns, wait_min_ns), wait_max_ns)
+                intended = mono() - epoch_ns + max(stream.think_ns(), drop_wait_ns)
+                continue  # ≥ 1 ms ahead: the loop's top sleeps, so the event loop runs
+            drop_wait_ns = 0
+            record_lag(max(0, now - epoch_ns - intended))
+            rec.sent_ns = now - epoch_ns
+            counters.sent += 1
+            counters.in_flight += 1
+            counters.max_in_flight_seen = max(counters.max_in_flight_seen, counters.in_flight)
+            scenario_in_flight[s_idx] += 1
+            await self._send(route, rec)
             intended = mono() - epoch_ns + stream.think_ns()
 
     def _new_record(self, p, route: PreparedRoute, index: int | None = None) -> Record:
