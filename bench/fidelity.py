@@ -9,7 +9,9 @@ pinned to core 1) measures it. Errors per request / per gap:
     ITL error  = diff(token_ns) − itl_ms                     loopback and both event loops)
 
 Rows at each ``--rates`` value, with the CPU load of the mock and of the engine over the run,
-so "half capacity" can be read off (a row where neither process is above ~50% busy).
+so "half capacity" can be read off (a row where neither process is above ~50% busy), and the
+mock's own |ITL error| from its write times (``GET /admin/emission``): the part of the error
+that is the mock's, not the engine's.
 
     .venv/bin/python bench/fidelity.py [--rates 50,100,200] [--duration-s 10] [--ttft-ms 50]
                                        [--itl-ms 20] [--tokens 20]
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +156,8 @@ def main() -> int:
             )
             try:
                 assert mock.stdout is not None
-                base = json.loads(mock.stdout.readline())["base_url"]
+                info = json.loads(mock.stdout.readline())
+                base = info["base_url"]
                 m0, w0 = proc_cpu_s(mock.pid), time.perf_counter()
                 out = subprocess.run(
                     [
@@ -171,7 +175,10 @@ def main() -> int:
                     preexec_fn=lambda: os.sched_setaffinity(0, {client_cpu}),
                 )
                 mock_cpu_frac = (proc_cpu_s(mock.pid) - m0) / (time.perf_counter() - w0)
-                rows.append((rate, json.loads(out.stdout.strip().splitlines()[-1]), mock_cpu_frac))
+                with urllib.request.urlopen(info["admin_url"] + "/emission", timeout=30) as resp:
+                    # the mock's own write times: its share of the error, apart from the engine's
+                    server = json.loads(resp.read())["percentiles_ms"]["itl_error"]
+                rows.append((rate, json.loads(out.stdout.strip().splitlines()[-1]), mock_cpu_frac, server))
             finally:
                 mock.terminate()
                 mock.wait(timeout=30)
@@ -183,9 +190,9 @@ def main() -> int:
     print(
         f"{'rate':>6} {'streams':>7} {'ok':>6} {'mock CPU':>8} {'eng CPU':>7} "
         f"{'TTFT err p50':>12} {'p99':>6} {'−connect p50':>12} {'p99':>6} {'new conn':>8} "
-        f"{'|ITL err| p50':>13} {'p99':>6} {'p99.9':>6} {'loop p99':>8}"
+        f"{'|ITL err| p50':>13} {'p99':>6} {'p99.9':>6} {'loop p99':>8} {'mock |ITL| p99':>14} {'p99.9':>6}"
     )
-    for rate, r, mock_frac in rows:
+    for rate, r, mock_frac, server in rows:
         ttft = [t - args.ttft_ms for t in r["ttft_ms"]]
         ttft_c = [t - args.ttft_ms for t in r["ttft_conn_ms"]]
         itl = [abs(t - args.itl_ms) for t in r["itl_ms"]]
@@ -195,7 +202,8 @@ def main() -> int:
             f"{pct(ttft, 0.5):>12.2f} {pct(ttft, 0.99):>6.2f} "
             f"{pct(ttft_c, 0.5):>12.2f} {pct(ttft_c, 0.99):>6.2f} "
             f"{r['new_conn']:>8} {pct(itl, 0.5):>13.2f} {pct(itl, 0.99):>6.2f} "
-            f"{pct(itl, 0.999):>6.2f} {r['loop_p99_ms']:>6.2f}ms"
+            f"{pct(itl, 0.999):>6.2f} {r['loop_p99_ms']:>6.2f}ms "
+            f"{server['p99']:>14.2f} {server['p99.9']:>6.2f}"
         )
     print("load average after the run: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     return 0
