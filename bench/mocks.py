@@ -681,9 +681,10 @@ def _harness_vs_mock(
 def part_b(
     tmp: Path, server_cpu: int, client_cpu: int, duration: float, rate: int, users: int, open_rps: int
 ) -> None:
-    """Twice: the harness at full speed (closed loop, ``users``, no think time: its core saturated,
-    the definition of "what one harness core drives"; the verdict) and paced at ``rate`` (where
-    neither batches much: both pay a loop turn and a syscall round per request)."""
+    """Three runs: the harness at full speed (closed loop, ``users``, no think time: its core
+    saturated, the definition of "what one harness core drives"; the verdict), open loop at
+    ``open_rps`` and paced at ``rate`` (where neither batches much: both pay a loop turn and a
+    syscall round per request)."""
     print(
         f"(b) harness core vs mock core: `harness run`, non-stream, {duration:g} s each, "
         "mock with zero latency"

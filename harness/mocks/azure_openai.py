@@ -795,10 +795,16 @@ _OPS: Final = (
 )
 
 
-def _azure_matcher(endpoint: _Endpoint) -> Matcher:
-    """The fast front's view of the stateless Azure routes (``harness.mocks.front``)."""
+def _azure_routes(endpoint: _Endpoint) -> tuple[dict[str, Handler], dict[str, Handler]]:
+    """The stateless Azure handlers, made once for both servers: by op on the deployment path
+    (``/openai/deployments/{deployment}/<op>``) and by full path on the v1 API."""
     by_op = {op: endpoint.route(api, deployment_in_path=True) for op, api in _OPS}
     v1 = {f"/openai/v1/{op}": endpoint.route(api, deployment_in_path=False) for op, api in _OPS}
+    return by_op, v1
+
+
+def _azure_matcher(by_op: dict[str, Handler], v1: dict[str, Handler]) -> Matcher:
+    """The fast front's view of the stateless Azure routes (``harness.mocks.front``)."""
     no_match: dict[str, str] = {}
     prefix = "/openai/deployments/"
 
@@ -809,6 +815,7 @@ def _azure_matcher(endpoint: _Endpoint) -> Matcher:
         if path.startswith(prefix):
             deployment, _, op = path[len(prefix) :].partition("/")
             handler = by_op.get(op)
+            # aiohttp's {deployment} matches [^{}/]+; the op lookup already excludes a "/"
             if handler is not None and deployment and "{" not in deployment and "}" not in deployment:
                 return handler, {"deployment": deployment}
         return None
@@ -816,9 +823,8 @@ def _azure_matcher(endpoint: _Endpoint) -> Matcher:
     return match
 
 
-def _openai_matcher(endpoint: _Endpoint) -> Matcher:
-    """The fast front's view of the stateless OpenAI routes."""
-    routes = {f"/v1/{op}": endpoint.route(api, deployment_in_path=False) for op, api in _OPS}
+def _path_matcher(routes: dict[str, Handler]) -> Matcher:
+    """The fast front's view of routes without path parameters (the OpenAI flavour's)."""
     no_match: dict[str, str] = {}
 
     def match(path: str) -> tuple[Handler, dict[str, str]] | None:
@@ -833,15 +839,14 @@ def make_azure_app(runtime: EndpointRuntime) -> web.Application:
     v1 API), recording into its runtime's ledger; the stateless routes also on the fast front."""
     from harness.mocks.openai_stateful import add_stateful_routes  # it may import this module
 
-    endpoint = _Endpoint(runtime, "azure")
+    by_op, v1 = _azure_routes(_Endpoint(runtime, "azure"))
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    for op, api in _OPS:
-        app.router.add_post(
-            f"/openai/deployments/{{deployment}}/{op}", endpoint.route(api, deployment_in_path=True)
-        )
-        app.router.add_post(f"/openai/v1/{op}", endpoint.route(api, deployment_in_path=False))
+    for op, handler in by_op.items():
+        app.router.add_post(f"/openai/deployments/{{deployment}}/{op}", handler)
+    for path, handler in v1.items():
+        app.router.add_post(path, handler)
     add_stateful_routes(app, runtime, flavor="azure")
-    app[FAST_ROUTES] = _azure_matcher(endpoint)
+    app[FAST_ROUTES] = _azure_matcher(by_op, v1)
     return app
 
 
@@ -851,9 +856,10 @@ def make_openai_app(runtime: EndpointRuntime) -> web.Application:
     from harness.mocks.openai_stateful import add_stateful_routes  # it may import this module
 
     endpoint = _Endpoint(runtime, "openai")
+    routes = {f"/v1/{op}": endpoint.route(api, deployment_in_path=False) for op, api in _OPS}
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    for op, api in _OPS:
-        app.router.add_post(f"/v1/{op}", endpoint.route(api, deployment_in_path=False))
+    for path, handler in routes.items():
+        app.router.add_post(path, handler)
     add_stateful_routes(app, runtime, flavor="openai")
-    app[FAST_ROUTES] = _openai_matcher(endpoint)
+    app[FAST_ROUTES] = _path_matcher(routes)
     return app

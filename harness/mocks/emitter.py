@@ -81,9 +81,10 @@ COARSE_SLOTS: Final = 5
 """Above ``FINE_MAX_STREAMS`` streams, slots are ``COARSE_SLOTS`` fine slots (0.5 ms) wide: a
 wake-up costs ~14 µs, and with thousands of streams 0.1 ms slots cost more CPU than the precision
 is worth (bench/mocks.py c1: 800 streams at 20 ms went from 10.5 to 14 µs of CPU per token).
-0.5 ms rather than 1 ms: at 2,000 streams the mock then used 79% of its core instead of 85–86%
-and its server-side |ITL error| p99 was 0.12–0.56 ms instead of 0.35–1.75 ms; at 600–800 new
-streams/s (bench/fidelity.py) the TTFT p99 error was 0.78–0.85 ms instead of 1.15–1.44 ms."""
+0.5 ms rather than 1 ms, compared back to back (docs/benchmarks.md): at 2,000 streams the mock
+used 79% of its core instead of 85–86% and its server-side |ITL error| p99 was 0.12–0.56 ms
+instead of 0.35–1.75 ms; at 600–800 new streams/s (bench/fidelity.py) the TTFT p99 error was
+0.78–0.85 ms instead of 1.15–1.44 ms."""
 _CEIL: Final = 1.0 - 1e-3
 """``int(due / resolution + _CEIL)``: the first slot at or after ``due``, give or take 1 µs of
 float rounding (due times add up floats; a due time a hair past a whole millisecond must not
