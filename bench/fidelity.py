@@ -9,12 +9,15 @@ pinned to core 1) measures it. Errors per request / per gap:
     ITL error  = diff(token_ns) − itl_ms                     loopback and both event loops)
 
 Rows at each ``--rates`` value, with the CPU load of the mock and of the engine over the run,
-so "half capacity" can be read off (a row where neither process is above ~50% busy), and the
-mock's own |ITL error| from its write times (``GET /admin/emission``): the part of the error
+so "half capacity" can be read off (a row where neither process is above 50% busy; the verdict
+line judges the highest such row, see ``verdict``), the mock's own |ITL error| from its write
+times and its lateness against the due times (``GET /admin/emission``): the part of the error
 that is the mock's, not the engine's.
 
     .venv/bin/python bench/fidelity.py [--rates 50,100,200] [--duration-s 10] [--ttft-ms 50]
                                        [--itl-ms 20] [--tokens 20]
+
+The issue's judgement: ``--rates 400,800,1000,1200``.
 """
 
 from __future__ import annotations
@@ -177,7 +180,7 @@ def main() -> int:
                 mock_cpu_frac = (proc_cpu_s(mock.pid) - m0) / (time.perf_counter() - w0)
                 with urllib.request.urlopen(info["admin_url"] + "/emission", timeout=30) as resp:
                     # the mock's own write times: its share of the error, apart from the engine's
-                    server = json.loads(resp.read())["percentiles_ms"]["itl_error"]
+                    server = json.loads(resp.read())["percentiles_ms"]
                 rows.append((rate, json.loads(out.stdout.strip().splitlines()[-1]), mock_cpu_frac, server))
             finally:
                 mock.terminate()
@@ -190,7 +193,8 @@ def main() -> int:
     print(
         f"{'rate':>6} {'streams':>7} {'ok':>6} {'mock CPU':>8} {'eng CPU':>7} "
         f"{'TTFT err p50':>12} {'p99':>6} {'−connect p50':>12} {'p99':>6} {'new conn':>8} "
-        f"{'|ITL err| p50':>13} {'p99':>6} {'p99.9':>6} {'loop p99':>8} {'mock |ITL| p99':>14} {'p99.9':>6}"
+        f"{'|ITL err| p50':>13} {'p99':>6} {'p99.9':>6} {'loop p99':>8} {'mock |ITL| p99':>14} {'p99.9':>6} "
+        f"{'mock late p50':>13} {'p99':>6}"
     )
     for rate, r, mock_frac, server in rows:
         ttft = [t - args.ttft_ms for t in r["ttft_ms"]]
@@ -203,10 +207,42 @@ def main() -> int:
             f"{pct(ttft_c, 0.5):>12.2f} {pct(ttft_c, 0.99):>6.2f} "
             f"{r['new_conn']:>8} {pct(itl, 0.5):>13.2f} {pct(itl, 0.99):>6.2f} "
             f"{pct(itl, 0.999):>6.2f} {r['loop_p99_ms']:>6.2f}ms "
-            f"{server['p99']:>14.2f} {server['p99.9']:>6.2f}"
+            f"{server['itl_error']['p99']:>14.2f} {server['itl_error']['p99.9']:>6.2f} "
+            f"{server['emission_error']['p50']:>13.2f} {server['emission_error']['p99']:>6.2f}"
         )
+    print(verdict(rows, args.ttft_ms, args.itl_ms))
     print("load average after the run: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     return 0
+
+
+def verdict(rows: list, ttft_ms: float, itl_ms: float) -> str:
+    """The issue's target on the row nearest half capacity from below.
+
+    Capacity is the new streams/s at which the busier of the two processes (each alone on its
+    core) would be saturated, estimated from its CPU per stream at the highest rate run; half
+    capacity is half that. The row judged is the highest rate at which both processes were at
+    most half busy, and it must be within 20% of half capacity (else: add a rate near it). TTFT
+    is judged without the TCP connect of requests that opened a connection: the mock's TTFT
+    starts when the request arrives, after the handshake, which the engine records apart
+    (``connect_ns``)."""
+    if not rows:
+        return "verdict: no rows"
+    top_rate, top, top_mock, _ = max(rows, key=lambda row: row[0])
+    busiest = max(top_mock, top["cpu"])
+    half = top_rate / busiest / 2 if busiest > 0 else float("inf")
+    below = [row for row in rows if max(row[2], row[1]["cpu"]) <= 0.5]
+    if not below:
+        return f"verdict: NOT JUDGED: every rate had a process above 50% busy (half capacity ≈ {half:.0f}/s)"
+    rate, r, _, _ = max(below, key=lambda row: row[0])
+    ttft = pct([t - ttft_ms for t in r["ttft_conn_ms"]], 0.99)
+    itl = pct([abs(t - itl_ms) for t in r["itl_ms"]], 0.99)
+    head = (
+        f"verdict at {rate:.0f}/s ({rate / half:.0%} of half capacity ≈ {half:.0f}/s): "
+        f"TTFT error p99 {ttft:.2f} ms (without connects), |ITL error| p99 {itl:.2f} ms (target ≤ 1 ms)"
+    )
+    if rate < 0.8 * half:
+        return f"{head}: NOT JUDGED, too far below half capacity (add a rate near {half:.0f}/s)"
+    return f"{head}: {'met' if ttft <= 1.0 and itl <= 1.0 else 'MISSED'}"
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ async def client(kind: str, port: int, duration_s: float) -> dict:
     end = time.perf_counter() + duration_s
     c0, t0 = cpu_s(), time.perf_counter()
     if kind == "lean":
-        pool = LeanPool("127.0.0.1", port, limit=1)
+        pool = LeanPool("127.0.0.1", port, limit=1, kernel_stamps=True)  # as the engine reads streams
         head = RequestHead(
             "POST", path, f"127.0.0.1:{port}", {"Content-Type": "application/json"}, body_len=2
         )

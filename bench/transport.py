@@ -459,7 +459,7 @@ async def stream_clients(
             transport.close()
     elif kind == "lean":
         host, port, target, tls = split_url(tpl.url)
-        pool = LeanPool(host, port, limit=streams, read_timeout_s=30, total_timeout_s=120)
+        pool = LeanPool(host, port, limit=streams, read_timeout_s=30, total_timeout_s=120, kernel_stamps=True)
         headers = {"User-Agent": UA, **tpl.headers_for("x")}
         del headers["x-ms-client-request-id"]
         head = RequestHead("POST", target, host_header(host, port, tls), headers, body_len=len(tpl.body))

@@ -20,6 +20,7 @@ from harness.mocks.emitter import (
     BACKLOG,
     BINS,
     CLOSED,
+    COARSE_SLOTS,
     DONE,
     HIGH_WATER_BYTES,
     TokenEmitter,
@@ -427,3 +428,24 @@ async def test_latency_counts_from_the_requests_arrival_and_is_never_short() -> 
     assert min(ttfts) >= 0.030
     assert statistics.median(ttfts) < 0.032
     assert statistics.median(abs(g - 0.007) for g in gaps) < 0.001
+
+
+async def test_above_the_fine_limit_only_a_streams_first_chunk_keeps_a_fine_slot() -> None:
+    """With more streams than ``FINE_MAX_STREAMS`` a stream's first chunk (its TTFT) still gets a
+    0.1 ms slot, not one rounded up to the next 0.5 ms; its later chunks share coarse slots."""
+    loop = asyncio.get_running_loop()
+    emitter = TokenEmitter(loop)
+    emitter._fine_max = 0  # every stream above the limit: coarse slots
+    res = emitter._res
+    async with pairs(1) as [(transport, _)]:
+        base = (int(time.monotonic() / (res * COARSE_SLOTS)) + 200) * COARSE_SLOTS  # ~0.1 s ahead
+        due = (base + 2) * res  # 0.2 ms past a coarse boundary
+        emission = emitter.start(transport, b"", PIECES, b"", 0, 3, due, 0.01)
+        assert list(emitter._slots) == [base + 2]
+        for _ in range(1000):
+            if emission.index >= 1:
+                break
+            await asyncio.sleep(0.001)
+        assert emission.index >= 1
+        assert emitter._slots and all(key % COARSE_SLOTS == 0 for key in emitter._slots)
+        assert await asyncio.wait_for(emission.done, 5) == DONE

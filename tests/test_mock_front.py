@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -446,3 +449,42 @@ async def test_a_stream_response_with_a_length_and_backpressure() -> None:
         await asyncio.sleep(0.2)  # let the server fill its buffers and pause
         got = await read_reply(reader)
     assert got.status == 200 and not got.chunked and got.body == big
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_TIMESTAMPNS is Linux's")
+async def test_a_request_arrives_when_its_bytes_reach_the_socket_not_when_the_loop_reads_them() -> None:
+    """A request sent while the mock's loop is blocked for 200 ms has ``protocol.arrived`` (where
+    the latency model starts) at the kernel's receive time, not the read 200 ms later: a busy
+    mock must not count its own lateness into the TTFT it serves."""
+    arrivals: list[tuple[float, float]] = []
+
+    async def handler(req: LightRequest) -> Any:
+        assert req.protocol.arrived is not None
+        arrivals.append((req.protocol.arrived, time.monotonic()))
+        return reply(req, b"ok", [("Content-Type", "text/plain")])
+
+    loop = asyncio.get_running_loop()
+    async with bare_front(handler) as (port, _):
+        sock = socket.socket()
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            for i in range(3):  # the first read may be the transport's; later ones are stamped
+                await loop.sock_sendall(sock, request("/x", b"{}", crid=f"warm-{i}"))
+                got = b""
+                while b"ok" not in got:
+                    got += await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+                await asyncio.sleep(0.02)
+            arrivals.clear()
+            sent = time.monotonic()
+            sock.send(request("/x", b"{}", crid="late"))  # loopback: in the mock's socket now
+            time.sleep(0.2)  # noqa: ASYNC251 (the mock's loop is busy elsewhere)
+            got = b""
+            while b"ok" not in got:
+                got += await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+        finally:
+            sock.close()
+    arrived, handled = arrivals[0]
+    assert handled - sent >= 0.2
+    assert arrived - sent < 0.02, f"arrival stamped {1000 * (arrived - sent):.1f} ms after the send"
+    assert arrived >= sent - 0.001

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import socket
 import time
@@ -20,7 +21,7 @@ from harness.engine.transport import (
     ConnectError,
     ConnectTimeout,
     Headers,
-    LeanPool,
+    LeanPool as _LeanPool,
     PoolExhausted,
     ProtocolError,
     ReadTimeout,
@@ -42,6 +43,14 @@ from harness.protocols.azure_openai import (
 from harness.protocols.fingerprint import attribute
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STAMPED: contextvars.ContextVar[bool] = contextvars.ContextVar("stamped", default=False)
+
+
+def LeanPool(*args: object, **kwargs: object) -> _LeanPool:
+    """The pool under test: uvloop's transport, or kernel-stamped connections
+    (``harness.engine.tcp``) in ``test_kernel_stamped``, which runs every case again."""
+    return _LeanPool(*args, kernel_stamps=STAMPED.get(), **kwargs)  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager
@@ -655,3 +664,14 @@ ASYNC_CASES = [
 def test_on_uvloop(case: Callable[[], Awaitable[None]]) -> None:
     """Each behaviour above also holds on uvloop, the loop the engine runs on."""
     uvloop.run(asyncio.wait_for(case(), 30))
+
+
+@pytest.mark.parametrize("case", ASYNC_CASES, ids=lambda f: f.__name__.removeprefix("test_"))
+def test_kernel_stamped(case: Callable[[], Awaitable[None]]) -> None:
+    """Each behaviour above also holds on connections that read for the kernel's receive times
+    (``LeanPool(kernel_stamps=True)``, how the engine reads token streams), on uvloop."""
+    token = STAMPED.set(True)
+    try:
+        uvloop.run(asyncio.wait_for(case(), 30))
+    finally:
+        STAMPED.reset(token)

@@ -26,6 +26,7 @@ import ctypes.util
 import heapq
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from harness.per_loop import PerLoop
@@ -110,12 +111,13 @@ class _TimerFd:
             return False
         return True
 
-    def close(self, *, loop_alive: bool = True) -> None:
+    def close(self, *, loop_alive: bool = True, _close: Callable[[int], None] = os.close) -> None:
+        # ``os.close`` bound at definition: a __del__ at interpreter exit may find ``os`` gone
         if self.fd >= 0:
             if loop_alive:
                 self._loop.remove_reader(self.fd)
             try:
-                os.close(self.fd)
+                _close(self.fd)
             except OSError:
                 pass
             self.fd = -1

@@ -6,8 +6,10 @@ bookkeeping), and a token stream costs one coroutine wake-up per socket read
 (``../shared/PERF-ANCHORS.md``). Here each keep-alive connection is an ``asyncio.Protocol``
 whose ``data_received`` (called directly by the event loop) feeds httptools (llhttp, C):
 
-- every socket read is timestamped once, at the top of ``data_received``, and each body piece
-  of that read goes synchronously to the request's sink as ``on_body(data, t_ns)``: no
+- every socket read is timestamped once, at the top of ``data_received`` (uvloop's transport),
+  or, in a pool with ``kernel_stamps`` on plain TCP, with the kernel's receive time of its last
+  segment (``harness.engine.tcp``: the connection reads with ``recvmsg`` itself), and each body
+  piece of that read goes synchronously to the request's sink as ``on_body(data, t_ns)``: no
   StreamReader, no wake-up per chunk;
 - the request coroutine awaits one future, resolved when the message completes;
 - no timer per request: one timer per connection, re-armed lazily only when it fires, enforces
@@ -58,6 +60,8 @@ from typing import Final, Protocol
 from urllib.parse import urlsplit
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpResponseParser
+
+from harness.engine.tcp import open_stamped
 
 _mono: Final = time.monotonic_ns
 
@@ -374,7 +378,12 @@ class _Connection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        t = _mono()  # one stamp per socket read, before any parsing
+        """A read through an asyncio transport: stamped now, before any parsing."""
+        self.data_received_at(data, _mono())
+
+    def data_received_at(self, data: bytes, t: int) -> None:
+        """A read that arrived at monotonic time ``t`` (``harness.engine.tcp``: the kernel's
+        receive time of its last segment)."""
         self._t = t
         self._last_read_ns = t
         if self._fut is None:
@@ -584,6 +593,11 @@ class LeanPool:
     ``read_timeout_s`` is the longest silence while a response is due (from the send, then
     between reads); ``total_timeout_s`` bounds a request from :meth:`request` to the last byte.
     Timeouts fire up to ~1 ms late (the event loop's timer resolution).
+
+    ``kernel_stamps`` (plain TCP only): reads carry the kernel's receive time instead of the
+    time the loop handed them over (``harness.engine.tcp``), for pools whose per-chunk timing is
+    measured (token streams). It costs ~3 µs of CPU per request (bench/closed_loop.py: 38 against
+    35 µs), which a non-stream open loop at 10k rps on one core cannot spare.
     """
 
     __slots__ = (
@@ -596,6 +610,7 @@ class LeanPool:
         "_wanted",
         "connect_timeout_s",
         "host",
+        "kernel_stamps",
         "limit",
         "port",
         "read_timeout_s",
@@ -616,9 +631,11 @@ class LeanPool:
         read_timeout_s: float | None = 60.0,
         total_timeout_s: float | None = 600.0,
         indexed_headers: Iterable[str] = INDEXED_HEADERS,
+        kernel_stamps: bool = False,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
+        self.kernel_stamps = kernel_stamps and ssl is None
         self.host = host
         self.port = port
         self.limit = limit
@@ -697,9 +714,12 @@ class LeanPool:
             timeout = total
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(
-                    lambda: conn, self.host, self.port, ssl=self.ssl, server_hostname=self.server_hostname
-                )
+                if self.kernel_stamps:  # reads stamped by the kernel (harness.engine.tcp)
+                    await open_stamped(loop, self.host, self.port, conn)
+                else:
+                    await loop.create_connection(
+                        lambda: conn, self.host, self.port, ssl=self.ssl, server_hostname=self.server_hostname
+                    )
         except TimeoutError:
             conn._release()
             if total_bound:

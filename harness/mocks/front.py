@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import types
 from collections.abc import Callable, Coroutine, Generator, Iterable
@@ -40,6 +42,8 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+from harness.engine.tcp import CMSG_BYTES, READ_BYTES, arrival_ns, stamp_receives
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +237,7 @@ class FastFront(asyncio.Protocol):
         "_keep_alive",
         "_loop",
         "_paused",
+        "_reader",
         "_server",
         "_task",
         "arrived",
@@ -251,6 +256,7 @@ class FastFront(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._idle_since = 0.0
         self._idle_handle: asyncio.TimerHandle | None = None
+        self._reader: _StampedReader | None = None
         self.arrived: float | None = None
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -258,10 +264,18 @@ class FastFront(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._server.fronts.add(self)
+        self._reader = _StampedReader.start(self._loop, self.transport, self)
         self._idle()
 
     def data_received(self, data: bytes) -> None:
-        self.arrived = time.monotonic()
+        if self._reader is not None:  # the transport's read came first (see _StampedReader)
+            self._reader.take_over()
+        self.received(data, time.monotonic())
+
+    def received(self, data: bytes, arrived: float) -> None:
+        """Bytes that arrived at monotonic time ``arrived``: the kernel's receive time through
+        the stamped reader, the read time through the transport."""
+        self.arrived = arrived
         buf = self._buf
         if buf:
             if type(buf) is bytes:
@@ -273,7 +287,10 @@ class FastFront(asyncio.Protocol):
         if self._task is None:
             self._next()
         elif len(self._buf) > PAUSE_AT_BYTES and self.transport is not None:
-            self.transport.pause_reading()
+            if self._reader is not None:
+                self._reader.pause()
+            else:
+                self.transport.pause_reading()
 
     def eof_received(self) -> None:
         """The client closed its side: close ours (connection_lost cancels a handler in flight),
@@ -282,6 +299,9 @@ class FastFront(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.fronts.discard(self)
         self.transport = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self._buf = b""
         if self._idle_handle is not None:
             self._idle_handle.cancel()
@@ -391,7 +411,11 @@ class FastFront(asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         transport = self.transport
-        if transport is not None and len(self._buf) <= PAUSE_AT_BYTES and not transport.is_reading():
+        if transport is None or len(self._buf) > PAUSE_AT_BYTES:
+            return
+        if self._reader is not None:
+            self._reader.resume()
+        elif not transport.is_reading():
             transport.resume_reading()
 
     def _start(self, handler: Handler, request: LightRequest) -> None:
@@ -486,6 +510,9 @@ class FastFront(asyncio.Protocol):
             self._idle_handle = None
         buf, self._buf = self._buf, b""
         self.transport = None
+        if self._reader is not None:  # aiohttp reads through the transport from here on
+            self._reader.close()
+            self._reader = None
         handler = self._server.make_handler()
         transport.set_protocol(handler)
         handler.connection_made(transport)
@@ -513,6 +540,99 @@ class FastFront(asyncio.Protocol):
                 await asyncio.wait({task}, timeout=grace_s)
         if self.transport is not None:
             self.transport.close()
+
+
+class _StampedReader:
+    """Reads a front's connection for the kernel's receive times (``harness.engine.tcp``), so a
+    request's ``arrived`` is when its bytes reached the socket, not when this loop got round to
+    them: the mocks' latency model starts there, and at 1,000 new streams/s a busy mock read
+    requests 0.3 ms late at p90 and 0.7-0.9 ms at p99, all of it counted into the TTFT it served
+    (bench/fidelity.py). uvloop's transport reads into its own buffer and drops the stamp, so its
+    reading stays paused and a duplicate of its descriptor is read here; writes, closing and
+    everything else stay with the transport. A connection handed to aiohttp goes back to the
+    transport's reads (``close``, then ``resume_reading``).
+
+    uvloop starts the transport's reading only after ``connection_made`` returns, so it cannot be
+    paused there: both read until the first read, whichever comes first (the transport's is
+    stamped when read, as before), and then the transport's reading is paused for good
+    (``take_over``). Reads are syscalls on one thread, so bytes reach the front in order."""
+
+    __slots__ = ("_fd", "_front", "_loop", "_owned", "_reading", "_recvmsg", "_sock")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, front: FastFront) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._front = front
+        self._recvmsg = sock.recvmsg
+        self._reading = False
+        self._owned = False  # the transport's own reading paused
+
+    @classmethod
+    def start(
+        cls, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, front: FastFront
+    ) -> _StampedReader | None:
+        """A reader for a plain TCP transport, reading from now on; None where it cannot."""
+        if transport.get_extra_info("ssl_object") is not None:
+            return None
+        tsock = transport.get_extra_info("socket")
+        if tsock is None or tsock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        try:
+            sock = socket.socket(fileno=os.dup(tsock.fileno()))
+        except OSError:
+            return None
+        if not stamp_receives(sock):
+            sock.close()
+            return None
+        sock.setblocking(False)
+        reader = cls(loop, sock, front)
+        reader.resume()
+        return reader
+
+    def take_over(self) -> None:
+        """Pause the transport's reading (once): reads are this reader's from now on."""
+        if not self._owned:
+            self._owned = True
+            transport = self._front.transport
+            if transport is not None and transport.is_reading():
+                transport.pause_reading()
+
+    def pause(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def resume(self) -> None:
+        if not self._reading and self._fd >= 0:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._read)
+
+    def close(self) -> None:
+        """Stop reading and close the duplicate (the transport's own descriptor stays open)."""
+        self.pause()
+        if self._fd >= 0:
+            self._fd = -1
+            self._sock.close()
+
+    def _read(self) -> None:
+        try:
+            data, ancillary, _, _ = self._recvmsg(READ_BYTES, CMSG_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, ancillary = b"", []
+        if not self._owned:
+            self.take_over()
+        front = self._front
+        if not data:  # EOF or an error: the transport closes, as it would have on its own read
+            self.close()
+            transport = front.transport
+            if transport is not None:
+                transport.close()
+            return
+        now = time.monotonic_ns()
+        front.received(data, (arrival_ns(ancillary, now) if ancillary else now) / 1e9)
 
 
 class FrontServer:
