@@ -79,10 +79,10 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@linux_only
-async def test_a_read_carries_its_arrival_time_not_the_time_it_was_read() -> None:
-    """Bytes that arrive while the loop is blocked for 200 ms are stamped when they arrived:
-    the stamp is within a few ms of the peer's send, the read itself ≥ 200 ms later."""
+@contextlib.asynccontextmanager
+async def stamped_connection() -> AsyncIterator[tuple[StampedTransport, Recorder, socket.socket]]:
+    """A stamped connection to a plain listening socket on 127.0.0.1, port 0; yields the
+    transport, its recorder and the server's (blocking) side."""
     loop = asyncio.get_running_loop()
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -90,24 +90,48 @@ async def test_a_read_carries_its_arrival_time_not_the_time_it_was_read() -> Non
     try:
         rec = Recorder()
         transport = await open_stamped(loop, "127.0.0.1", listener.getsockname()[1], rec)
-        assert transport.stamped
         server_side, _ = listener.accept()  # the handshake is done: this does not block
-        # The kernel turns receive stamping on shortly after the first socket of the machine
-        # asks (a deferred switch), as a run's first reads let it.
-        await warm_up_stamping()
+        try:
+            yield transport, rec, server_side
+        finally:
+            transport.close()
+            server_side.close()
+    finally:
+        listener.close()
+
+
+@contextlib.asynccontextmanager
+async def stamping_on() -> AsyncIterator[None]:
+    """Receive stamping switched on for the block. The kernel does so shortly after the first
+    socket of the machine asks and off after the last one closes (a deferred switch), so this
+    holds a stamped connection open and waits until its reads come stamped, as a run's first
+    reads let it."""
+    async with stamped_connection() as (_, rec, server_side):
+        for _ in range(50):
+            server_side.send(b"warm")
+            await asyncio.wait_for(rec.got.wait(), 5)
+            rec.got.clear()
+            if rec.reads[-1][1] < rec.reads[-1][2] - 20_000:  # stamped before the read
+                break
+            await asyncio.sleep(0.01)
+        yield
+
+
+@linux_only
+async def test_a_read_carries_its_arrival_time_not_the_time_it_was_read() -> None:
+    """Bytes that arrive while the loop is blocked for 200 ms are stamped when they arrived:
+    the stamp is within a few ms of the peer's send, the read itself ≥ 200 ms later."""
+    async with stamping_on(), stamped_connection() as (transport, rec, server_side):
+        assert transport.stamped
         sent = time.monotonic_ns()
         server_side.send(b"token")  # loopback: queued at the client's socket before send returns
         time.sleep(0.2)  # noqa: ASYNC251 (the loop is busy elsewhere)
         await asyncio.wait_for(rec.got.wait(), 5)
-        data, stamp, called = rec.reads[0]
-        assert data == b"token"
-        assert called - sent >= 200_000_000
-        assert sent <= stamp + 1_000_000  # (clock conversion: within a ms)
-        assert stamp - sent < 20_000_000, f"stamped {(stamp - sent) / 1e6:.1f} ms after the send"
-        transport.close()
-        server_side.close()
-    finally:
-        listener.close()
+    data, stamp, called = rec.reads[0]
+    assert data == b"token"
+    assert called - sent >= 200_000_000
+    assert sent <= stamp + 1_000_000  # (clock conversion: within a ms)
+    assert stamp - sent < 20_000_000, f"stamped {(stamp - sent) / 1e6:.1f} ms after the send"
 
 
 @linux_only
@@ -158,12 +182,12 @@ async def test_lean_pool_sinks_get_arrival_times_on_plain_tcp() -> None:
     thread = threading.Thread(target=server, daemon=True)
     thread.start()
     try:
-        await warm_up_stamping()
-        pool = LeanPool("127.0.0.1", port, limit=1, kernel_stamps=True)
-        head = RequestHead("POST", "/s", host_header("127.0.0.1", port, False), {}, body_len=2)
-        sink = Sink()
-        resp = await pool.request(head.with_id("r1"), b"{}", sink)
-        pool.close()
+        async with stamping_on():
+            pool = LeanPool("127.0.0.1", port, limit=1, kernel_stamps=True)
+            head = RequestHead("POST", "/s", host_header("127.0.0.1", port, False), {}, body_len=2)
+            sink = Sink()
+            resp = await pool.request(head.with_id("r1"), b"{}", sink)
+            pool.close()
         thread.join(10)
     finally:
         listener.close()
@@ -171,29 +195,6 @@ async def test_lean_pool_sinks_get_arrival_times_on_plain_tcp() -> None:
     assert len(sink.times) == 2
     late_ms = (sink.times[1] - written[0]) / 1e6
     assert -1.0 < late_ms < 20.0, f"the second chunk was stamped {late_ms:.1f} ms after it was written"
-
-
-async def warm_up_stamping() -> None:
-    """Let the kernel switch receive stamping on (deferred the first time a socket asks)."""
-    loop = asyncio.get_running_loop()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    try:
-        rec = Recorder()
-        transport = await open_stamped(loop, "127.0.0.1", listener.getsockname()[1], rec)
-        server_side, _ = listener.accept()
-        for _ in range(50):
-            server_side.send(b"warm")
-            await asyncio.wait_for(rec.got.wait(), 5)
-            rec.got.clear()
-            if rec.reads[-1][1] < rec.reads[-1][2] - 20_000:  # stamped before the read
-                break
-            await asyncio.sleep(0.01)
-        transport.close()
-        server_side.close()
-    finally:
-        listener.close()
 
 
 async def test_writes_larger_than_the_socket_buffer_arrive_whole_and_in_order() -> None:

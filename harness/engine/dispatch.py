@@ -353,7 +353,6 @@ class Dispatcher:
         epoch_ns = self.epoch_ns
         routes = self.routes
         counters = self.counters
-        record_lag = self.schedule_lag.record_ns
         cap = self.max_in_flight
         scenario_caps = self.scenario_caps
         scenario_budgets = self.scenario_budgets_ns
@@ -390,8 +389,7 @@ class Dispatcher:
                 if lag > scenario_budgets[s_idx]:
                     self._drop_planned(p, route, rec, "lag_budget")
                     continue
-                record_lag(lag)
-                rec.sent_ns = now - epoch_ns
+                rec.sent_ns = now - epoch_ns  # (``_send`` stamps it again as it hands it over)
                 counters.sent += 1
                 counters.in_flight += 1
                 counters.max_in_flight_seen = max(counters.max_in_flight_seen, counters.in_flight)
@@ -440,7 +438,6 @@ class Dispatcher:
         mono = time.monotonic_ns
         epoch_ns = self.epoch_ns
         counters = self.counters
-        record_lag = self.schedule_lag.record_ns
         s_idx = loop.scenario
         routes = self.routes[s_idx]
         scenario_in_flight = self.scenario_in_flight
@@ -461,16 +458,13 @@ class Dispatcher:
             self._closed_seq = index + 1
             rec = self._new_record(_Arrival(index, intended), route)
             counters.planned += 1
-            now = mono()
             if counters.in_flight >= cap or scenario_in_flight[s_idx] >= scenario_cap:
                 self._drop(rec, "in_flight_cap")
                 drop_wait_ns = min(max(2 * drop_wait_ns, wait_min_ns), wait_max_ns)
                 intended = mono() - epoch_ns + max(stream.think_ns(), drop_wait_ns)
                 continue  # ≥ 1 ms ahead: the loop's top sleeps, so the event loop runs
             drop_wait_ns = 0
-            record_lag(max(0, now - epoch_ns - intended))
-            rec.sent_ns = now - epoch_ns
-            counters.sent += 1
+            counters.sent += 1  # (``_send`` stamps ``sent_ns`` and its lag as it hands it over)
             counters.in_flight += 1
             counters.max_in_flight_seen = max(counters.max_in_flight_seen, counters.in_flight)
             scenario_in_flight[s_idx] += 1
@@ -530,7 +524,10 @@ class Dispatcher:
             # already ready, and at 1,000 streams/s that wait was 0.2 ms at p90 and up to 1 ms at
             # p99, which a stamp taken in the scheduler counted into TTFT and latency "from the
             # actual send" instead of into the schedule lag (bench/fidelity.py).
-            rec.sent_ns = rec.attempt_sent_ns = mono() - epoch_ns
+            # The schedule-lag histogram is recorded here too, so it stays the records' own
+            # ``sent_ns - intended_ns`` (workers and Locust merge it; the summary derives it).
+            rec.sent_ns = rec.attempt_sent_ns = sent = mono() - epoch_ns
+            self.schedule_lag.record_ns(max(0, sent - rec.intended_ns))
             while True:
                 wait_s = await self._attempt(route, rec, body)
                 if wait_s is None:
