@@ -15,7 +15,10 @@ A read's time is the arrival of the last segment it returned, on the monotonic c
 kernel stamps in ``CLOCK_REALTIME``, converted with the two clocks read together at the read.
 A stamp later than the read, or more than ``MAX_STAMP_AGE_NS`` before it (the wall clock was
 stepped), is replaced by the read time; so is a read without a stamp (a kernel without
-``SO_TIMESTAMPNS``), which is what every read of a TLS connection gets (uvloop's transport).
+``SO_TIMESTAMPNS``, or the first reads of a machine where no socket asked for stamps before:
+the kernel switches stamping on a little after the first one asks). A connection's read times
+never go backwards (a read-time fallback can be later than the next read's stamp: the next one
+then gets the same time). TLS connections are not read here (uvloop's transport: read times).
 
 The protocol gets asyncio's calls, except that bytes come with their time:
 ``connection_made(transport)``, ``data_received_at(data, t_ns)``, ``eof_received()`` (False:
@@ -130,6 +133,7 @@ class StampedTransport:
         "_closing",
         "_deliver",
         "_fd",
+        "_last_ns",
         "_loop",
         "_pending",
         "_protocol",
@@ -147,6 +151,7 @@ class StampedTransport:
         self._fd = sock.fileno()
         self._protocol = protocol
         self._pending = bytearray()  # bytes the kernel's send buffer had no room for yet
+        self._last_ns = 0  # the previous read's time
         self._closing = False
         self.stamped = stamp_receives(sock)
         """Whether the kernel stamps this socket's reads (else each read is stamped when read)."""
@@ -173,7 +178,13 @@ class StampedTransport:
             if not self._protocol.eof_received():
                 self.close()
             return
-        self._deliver(data, arrival_ns(ancillary, now) if ancillary else now)
+        t = arrival_ns(ancillary, now) if ancillary else now
+        # A read without a stamp (the kernel's switch still off) gets its read time, which can be
+        # later than the stamped arrival of the next read's bytes: keep a connection's times in
+        # order, as ITL needs.
+        t = max(t, self._last_ns)
+        self._last_ns = t
+        self._deliver(data, t)
 
     # ------------------------------------------------------------------ writing
 
