@@ -1041,9 +1041,13 @@ def _verdict_c(
         em = row["emission"]
         if em is not None and em.get("chunks"):
             pct = em["percentiles_ms"]["emission_error"]
+
+            def ms(v: float | None) -> str:  # the overflow bin (> 100 ms) is inf, null in JSON
+                return ">100" if v is None or v == float("inf") else f"{v:.2f}"
+
             print(
                 f"  server-side emission error (write − due) at {TARGET_STREAMS} streams: "
-                f"p50 {pct['p50']:.2f} p99 {pct['p99']:.2f} p99.9 {pct['p99.9']:.2f} ms "
+                f"p50 {ms(pct['p50'])} p99 {ms(pct['p99'])} p99.9 {ms(pct['p99.9'])} ms "
                 f"over {em['chunks']} chunks, {em['early']} early"
             )
 
