@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import socket
 import time
 import types
@@ -542,6 +543,12 @@ class FastFront(asyncio.Protocol):
             self.transport.close()
 
 
+_NOFILE: Final = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+_DUP_BELOW_FD: Final = 1 << 30 if _NOFILE == resource.RLIM_INFINITY else _NOFILE // 2
+"""Connections on descriptors from here up are read by their transport (stamped when read): a
+duplicate each would halve how many connections the mock can accept before ``EMFILE``."""
+
+
 class _StampedReader:
     """Reads a front's connection for the kernel's receive times (``harness.engine.tcp``), so a
     request's ``arrived`` is when its bytes reached the socket, not when this loop got round to
@@ -577,6 +584,8 @@ class _StampedReader:
             return None
         tsock = transport.get_extra_info("socket")
         if tsock is None or tsock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        if tsock.fileno() >= _DUP_BELOW_FD:  # (descriptors are numbered lowest free first)
             return None
         try:
             sock = socket.socket(fileno=os.dup(tsock.fileno()))
